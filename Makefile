@@ -1,0 +1,44 @@
+# ganforge: `make demo` trains a GAN on Fashion-MNIST on this CPU; `make test` runs the tests.
+# Both set up a local virtual environment (.venv) and the Debian dataset package on first use.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+MINUTES ?= 3
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-slow lint install data browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU wheel of torch first, so nothing pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,serve]'
+	touch $@
+
+data:
+	@test -f $(FMNIST) || ($(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq dataset-fashion-mnist)
+
+browser:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium chromium-driver)
+
+demo: install data
+	$(PY) -m ganforge train --preset fast --minutes $(MINUTES) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+test: install data browser
+	$(PY) -m pytest
+
+test-slow: install data
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(VENV)/bin/ruff check ganforge tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,198 @@
+"""The `ganforge` command line: prepare | train | sample | interpolate | evaluate | serve.
+
+User mistakes become one line on stderr and exit status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ganforge.errors import GanforgeError
+
+EPILOG = {
+    "prepare": """examples:
+  ganforge prepare fashion-mnist --out data/fmnist
+  ganforge prepare fashion-mnist:test --out data/fmnist-test
+  ganforge prepare ~/photos/faces --out data/faces --size 64 --crop 0.5 --per-folder 2 --limit 2000
+""",
+    "train": """examples:
+  ganforge train --preset fast --minutes 5 --out runs/fast
+  ganforge train --data data/faces --variant wgan-gp --steps 20000 --out runs/faces
+  ganforge train --data ~/sprites --variant sngan --set batch_size=128 --set ema=0.999 --out runs/s
+  ganforge train --out runs/faces --resume --steps 40000
+""",
+    "sample": """examples:
+  ganforge sample runs/faces --n 64 --grid grid.png
+  ganforge sample runs/faces/checkpoints/latest.safetensors --n 100 --out samples/ --seed 7
+""",
+    "interpolate": """examples:
+  ganforge interpolate runs/faces --seeds 1 2 --frames 24 --out walk.gif
+""",
+}
+
+
+def _add_common_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=None, help="image size in pixels")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="1 (gray) or 3 (RGB)")
+    p.add_argument("--crop", type=float, default=None,
+                   help="center-crop fraction before resizing (faces: 0.5)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ganforge.config import PRESETS, describe_options
+    from ganforge.variants import REGISTRY
+
+    parser = argparse.ArgumentParser(
+        prog="ganforge", description="Train GANs on your own images, measure them honestly, "
+        "and explore what the generator learned.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help: str, epilog: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=epilog or EPILOG.get(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = cmd("prepare", "turn images on disk into a compact uint8 cache (decoded once)")
+    p.add_argument("source", help="image folder, MNIST idx file, or fashion-mnist[:train|:test]")
+    p.add_argument("--out", required=True, help="data directory to write")
+    _add_common_data_args(p)
+    p.add_argument("--limit", type=int, default=0, help="use at most N images (0 = all)")
+    p.add_argument("--per-folder", type=int, default=0,
+                   help="use at most K images per folder (0 = all), e.g. 2 per person")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    variants = "\n".join(f"  {v.name:8s} {v.description}" for v in REGISTRY.values())
+    p = cmd("train", "train a GAN (or resume a run)",
+            EPILOG["train"] + f"\nvariants:\n{variants}\n\npresets: {', '.join(PRESETS)}\n\n"
+            f"config keys (--set KEY=VALUE, or a JSON/TOML --config file):\n{describe_options()}")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--data", help="prepared data dir, image folder, idx file or fashion-mnist")
+    p.add_argument("--variant", help=f"one of {', '.join(REGISTRY)}")
+    p.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--config", help="JSON or TOML file of config keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--steps", type=int, help="generator steps in total (resume continues to it)")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    _add_common_data_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = cmd("sample", "write N generated images (PNG files and/or a grid)")
+    p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--out", help="folder for sample-XXXXX.png files")
+    p.add_argument("--grid", help="write one grid PNG here")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same images")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="psi in (0, 1]: scale latents toward the origin (1 = off)")
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best, checkpoint")
+
+    p = cmd("interpolate", "an animated walk between two latent points (GIF) or a grid")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("--seeds", type=int, nargs=2, default=(0, 1), metavar=("A", "B"))
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--linear", action="store_true", help="straight line instead of slerp")
+    p.add_argument("--out", required=True, help="a .gif (animation) or .png (grid) file")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ganforge import config as C
+    from ganforge.train import train
+
+    layers: list[dict[str, Any]] = []
+    if args.preset:
+        if args.preset not in C.PRESETS:
+            raise GanforgeError(f"unknown preset {args.preset!r}; choose one of "
+                                f"{', '.join(C.PRESETS)}")
+        layers.append(dict(C.PRESETS[args.preset]))
+    explicit: dict[str, Any] = {}
+    if args.config:
+        explicit.update(C.load_config_file(args.config))
+    for key in ("data", "variant", "steps", "minutes", "seed", "device", "size", "channels",
+                "crop"):
+        value = getattr(args, key)
+        if value is not None:
+            explicit[key] = C.coerce(key, value)
+    explicit.update(C.parse_overrides(args.set))
+    layers.append(explicit)
+    if args.resume:
+        cfg = None  # rebuilt from the run's checkpoint
+    else:
+        cfg = C.build_config(layers)
+    result = train(cfg, args.out, resume=args.resume, overrides=explicit,
+                   progress=not args.no_progress)
+    out = Path(args.out)
+    grids = sorted((out / "samples").glob("step-*.png"))
+    print(f"trained to step {result.step}; run directory: {out}")
+    if result.last_log:
+        r = result.last_log
+        print(f"last log: loss_D={r.get('loss_D', float('nan')):.4f} "
+              f"loss_G={r.get('loss_G', float('nan')):.4f} images/s={r['images_per_s']:.0f}")
+    if grids:
+        print(f"sample grid:  {grids[-1]}")
+    print(f"curves:       {out / 'plots'}")
+    print(f"checkpoint:   {result.checkpoint}")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from ganforge import data
+
+    ds = data.prepare(args.source, args.out, size=args.size or 0, channels=args.channels or 0,
+                      crop=args.crop if args.crop is not None else 1.0, limit=args.limit,
+                      per_folder=args.per_folder, progress=not args.no_progress)
+    print(data.describe(ds))
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from ganforge.sample import load_generator, write_samples
+
+    if not args.out and not args.grid:
+        raise GanforgeError("give --out DIR (PNG files) and/or --grid FILE")
+    gen = load_generator(args.checkpoint, prefer="latest" if args.latest else "best")
+    write_samples(gen, args.n, args.out, seed=args.seed, truncation=args.truncation,
+                  grid=args.grid)
+    where = " and ".join(x for x in (args.out and f"{args.out}/", args.grid) if x)
+    print(f"wrote {args.n} samples from {gen.path} (step {gen.step}) to {where}")
+
+
+def _interpolate(args: argparse.Namespace) -> None:
+    from ganforge import io
+    from ganforge.sample import gif_bytes, interpolation_frames, load_generator, save_grid
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".gif", ".png"):
+        raise GanforgeError(f"--out must end in .gif or .png, got {out.name}")
+    gen = load_generator(args.checkpoint)
+    frames = interpolation_frames(gen, *args.seeds, frames=args.frames,
+                                  truncation=args.truncation, spherical=not args.linear)
+    if out.suffix.lower() == ".gif":
+        io.write_bytes(out, gif_bytes(frames, upscale=max(1, 128 // gen.size)))
+    else:
+        save_grid(out, frames, nrow=len(frames))
+    print(f"wrote {len(frames)} frames to {out}")
+
+
+COMMANDS = {"prepare": _prepare, "train": _train, "sample": _sample,
+            "interpolate": _interpolate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except GanforgeError as e:
+        print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nganforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

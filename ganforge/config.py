@@ -1,0 +1,219 @@
+"""One training config: the single source of truth for the CLI, config files and checkpoints.
+
+Values are layered: the dataclass defaults < the variant's defaults < a preset < a config file
+< command-line options (`--set KEY=VALUE`, `--steps`, ...). The effective config is written to
+the run directory and into every checkpoint, so `sample`, `evaluate` and `serve` rebuild the
+model from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ganforge.errors import GanforgeError
+
+
+def _f(default: Any, help: str, **check: Any) -> Any:
+    return field(default=default, metadata={"help": help, **check})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    variant: str = _f("dcgan", "GAN variant (see `ganforge train --help` for the list)")
+    data: str = _f("fashion-mnist", "prepared data dir, image folder, idx file or `fashion-mnist`")
+    size: int = _f(0, "image size in pixels (0 = the data's own size)", min=0, max=1024)
+    channels: int = _f(0, "1 or 3 (0 = the data's own)", choices=(0, 1, 3))
+    crop: float = _f(1.0, "center-crop fraction used when preparing a folder", min=0.05, max=1.0)
+    # networks
+    z_dim: int = _f(100, "latent dimension", min=1, max=4096)
+    g_width: int = _f(64, "generator width (channels of its last hidden layer)", min=1, max=4096)
+    d_width: int = _f(64, "discriminator width (channels of its first layer)", min=1, max=4096)
+    max_width: int = _f(512, "cap on the channels of any conv layer", min=1, max=8192)
+    d_norm: str = _f(
+        "batch", "critic normalisation", choices=("batch", "instance", "layer", "none", "spectral")
+    )
+    dropout: float = _f(0.3, "dropout in the MLP networks", min=0.0, max=0.95)
+    # objective and schedule
+    loss: str = _f("bce", "adversarial loss", choices=("bce", "wasserstein", "hinge"))
+    real_label: float = _f(1.0, "BCE target for real images (0.9 = one-sided smoothing)",
+                           min=0.5, max=1.0)
+    gp_weight: float = _f(0.0, "gradient-penalty weight λ (WGAN-GP uses 10)", min=0.0)
+    clip_value: float = _f(0.0, "clamp critic weights to [-c, c] after each step (0 = off)",
+                           min=0.0)
+    n_critic: int = _f(1, "discriminator steps per generator step", min=1, max=100)
+    schedule: str = _f(
+        "alternate",
+        "`alternate`: n_critic D steps then one G step; `adaptive`: train whichever side is "
+        "losing on the current minibatch (D for `adaptive_d_steps` steps, else G)",
+        choices=("alternate", "adaptive"),
+    )
+    adaptive_d_steps: int = _f(5, "D steps taken when the adaptive schedule picks D", min=1)
+    # optimisation
+    optimizer: str = _f("adam", "optimiser for both networks", choices=("adam", "rmsprop"))
+    lr_g: float = _f(2e-4, "generator learning rate", min=0.0, max=1.0)
+    lr_d: float = _f(2e-4, "discriminator learning rate", min=0.0, max=1.0)
+    beta1: float = _f(0.5, "Adam beta1", min=0.0, max=1.0)
+    beta2: float = _f(0.999, "Adam beta2", min=0.0, max=1.0)
+    batch_size: int = _f(64, "real images per D step", min=1, max=65536)
+    ema: float = _f(0.0, "EMA decay of the generator weights (0 = off, e.g. 0.999)",
+                    min=0.0, max=1.0)
+    # run length and reporting
+    steps: int = _f(1000, "generator steps in total", min=1)
+    minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)", min=0.0)
+    log_every: int = _f(50, "generator steps between metric log lines", min=1)
+    sample_every: int = _f(500, "generator steps between sample grids and checkpoints", min=1)
+    grid_size: int = _f(64, "images in the fixed-latent sample grid", min=1, max=1024)
+    eval_every: int = _f(0, "generator steps between quick FID/KID evaluations (0 = off)", min=0)
+    eval_n: int = _f(500, "generated images per quick evaluation", min=2)
+    seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0)
+    device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
+    amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
+                  choices=("off", "bf16", "fp16"))
+    threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
+
+    def validate(self) -> TrainConfig:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GanforgeError(f"config key '{f.name}' must be a finite number, got {value}")
+            if "choices" in meta and value not in meta["choices"]:
+                opts = ", ".join(repr(c) for c in meta["choices"])
+                raise GanforgeError(f"config key '{f.name}' must be one of {opts}, got {value!r}")
+            if "min" in meta and value < meta["min"]:
+                raise GanforgeError(f"config key '{f.name}' must be >= {meta['min']}, got {value}")
+            if "max" in meta and value > meta["max"]:
+                raise GanforgeError(f"config key '{f.name}' must be <= {meta['max']}, got {value}")
+        if self.size and not 8 <= self.size <= 1024:
+            raise GanforgeError(f"config key 'size' must be between 8 and 1024, got {self.size}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _field_type(name: str) -> type:
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check `name` is a config key and turn `value` (a string from the CLI, or a JSON/TOML
+    value) into its type. Raises one GanforgeError naming the key on any problem."""
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise GanforgeError(f"unknown config key '{name}'{hint}")
+    kind = _field_type(name)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                return value.lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (ValueError, TypeError, OverflowError):
+        pass
+    raise GanforgeError(
+        f"config key '{name}' expects {'an' if kind is int else 'a'} {kind.__name__}, "
+        f"got {value!r}"
+    )
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Parse `KEY=VALUE` strings from `--set`."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise GanforgeError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        out[key] = coerce(key, value.strip())
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into checked overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GanforgeError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GanforgeError(f"cannot read config file {path}: {e}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise GanforgeError(f"config file {path} is not valid {kind}: {e}") from None
+    if not isinstance(raw, dict):
+        raise GanforgeError(f"config file {path} must hold a table/object of KEY: VALUE")
+    return {k: coerce(k, v) for k, v in raw.items()}
+
+
+# Presets: a variant plus tuned overrides. `ganforge train --preset NAME`.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Fashion-MNIST-sized data on a laptop/CI CPU: a few minutes for recognisable samples.
+    "fast": dict(variant="dcgan", g_width=32, d_width=32, batch_size=64, ema=0.999,
+                 log_every=25, sample_every=200),
+    "mlp": dict(variant="mlp"),
+    "dcgan": dict(variant="dcgan"),
+    "wgan": dict(variant="wgan"),
+    "wgan-gp": dict(variant="wgan-gp"),
+    "sngan": dict(variant="sngan"),
+}
+
+
+def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
+    """Combine override layers (later wins) on top of the variant's defaults."""
+    from ganforge.variants import get_variant
+
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    variant = get_variant(merged.get("variant", TrainConfig.variant))
+    values = {**variant.defaults, **merged, "variant": variant.name}
+    return TrainConfig(**values).validate()
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved in a run or checkpoint (unknown keys are an error)."""
+    return TrainConfig(**{k: coerce(k, v) for k, v in d.items()}).validate()
+
+
+def describe_options() -> str:
+    """Help text listing every config key, its type, default and meaning."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  {f.name} ({_field_type(f.name).__name__}, default {f.default!r}): "
+                     f"{f.metadata['help']}")
+    return "\n".join(lines)

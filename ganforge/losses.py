@@ -1,0 +1,66 @@
+"""Adversarial losses as pure tensor functions. `real`/`fake` are the discriminator's outputs
+(one logit or critic score per image, shape [N]) unless the name says images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_d(real: torch.Tensor, fake: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """Discriminator BCE-with-logits; real_label < 1 is one-sided label smoothing."""
+    return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_label))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+
+def bce_g(fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: -log D(G(z))."""
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+def wasserstein_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Critic loss: mean D(fake) - mean D(real)."""
+    return fake.mean() - real.mean()
+
+
+def wasserstein_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def hinge_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+D_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "bce": bce_d, "wasserstein": wasserstein_d, "hinge": hinge_d}
+G_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "bce": bce_g, "wasserstein": wasserstein_g, "hinge": hinge_g}
+
+
+def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP penalty mean((||∇D(x̂)||₂ − 1)²) with x̂ = ε·real + (1−ε)·fake.
+
+    ε ~ U[0, 1] per sample (not normal), and the gradient norm is taken per sample over all
+    of C, H, W (not over the channel dimension only) - the two mistakes widely copied code makes.
+    """
+    n = real.shape[0]
+    if eps is None:
+        eps = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    norm = grad.flatten(1).norm(2, dim=1)  # [N]: one norm per sample over C*H*W
+    return ((norm - 1.0) ** 2).mean()
+
+
+def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """R1: mean ||∇D(real)||² (Mescheder et al. 2018); multiply by gamma/2 at the call site."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()

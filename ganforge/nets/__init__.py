@@ -1,0 +1,7 @@
+"""Networks. They know nothing about losses: a generator maps z [N, z_dim] to images
+[N, C, H, W] in [-1, 1]; a discriminator maps images to one logit/score per image [N]."""
+
+from ganforge.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganforge.nets.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator"]

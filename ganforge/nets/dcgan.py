@@ -1,0 +1,85 @@
+"""DCGAN generator and discriminator for any square size from 8 to 1024 and 1 or 3 channels.
+
+The generator starts from a base grid b x b (b in 3..7) and doubles it with stride-2
+transposed convolutions: 28 = 7*4, 32 = 4*8, 64 = 4*16, 80 = 5*16, 128 = 4*32, 256 = 4*64.
+Sizes that are not b*2^k are generated at the next such size and resized down.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.nets.layers import init_dcgan_weights, maybe_sn, norm2d
+
+
+def plan_generator(size: int) -> tuple[int, int]:
+    """(base, ups): the smallest base * 2**ups >= size with base in 3..7 and ups >= 1."""
+    best = None
+    for ups in range(1, 12):
+        for base in range(3, 8):
+            native = base * 2**ups
+            if native >= size and (best is None or native < best[0] * 2 ** best[1]
+                                   or (native == best[0] * 2 ** best[1] and base > best[0])):
+                best = (base, ups)
+    assert best is not None
+    return best
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, z_dim: int, size: int, channels: int, width: int = 64,
+                 max_width: int = 512):
+        super().__init__()
+        self.size = size
+        base, ups = plan_generator(size)
+        widths = [min(width * 2 ** (ups - 1 - i), max_width) for i in range(ups)]
+        self.base = base
+        # z -> base x base grid, as a linear layer (one matmul; same as a 1x1-input ConvT)
+        self.project = nn.Sequential(
+            nn.Linear(z_dim, widths[0] * base * base, bias=False),
+            nn.Unflatten(1, (widths[0], base, base)),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        )
+        blocks: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            blocks += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(w_out), nn.ReLU(True)]
+        blocks += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.blocks = nn.Sequential(*blocks)
+        init_dcgan_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.project(z))  # [N, C, base*2^ups, base*2^ups]
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return x
+
+
+class DCGANDiscriminator(nn.Module):
+    """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, then
+    one linear logit. norm='spectral' puts spectral normalisation on every layer."""
+
+    def __init__(self, size: int, channels: int, width: int = 64, max_width: int = 512,
+                 norm: str = "batch"):
+        super().__init__()
+        sn = norm == "spectral"
+        layers: list[nn.Module] = []
+        c_in, c_out, s = channels, width, size
+        first = True
+        while s > 7 or first:
+            layers.append(maybe_sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=first or norm != "batch"),
+                                   sn))
+            s //= 2
+            if not first:
+                layers.append(norm2d(norm, c_out, s))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            c_in, c_out, first = c_out, min(c_out * 2, max_width), False
+        self.features = nn.Sequential(*layers)
+        self.head = maybe_sn(nn.Linear(c_in * s * s, 1), sn)
+        init_dcgan_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)  # [N]

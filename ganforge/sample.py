@@ -1,0 +1,179 @@
+"""Using a trained generator: rebuild it from a checkpoint alone, sample, grids, interpolation.
+
+Truncation here is the "psi" form: z <- psi * z with psi in (0, 1]. psi = 1 is the training
+distribution; smaller psi trades diversity for typicality, and psi near 0 shows the region
+around the origin of the latent space, which a generator may not have covered.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ganforge import checkpoint, io
+from ganforge.config import TrainConfig, config_from_dict
+from ganforge.errors import GanforgeError
+from ganforge.variants import get_variant
+
+MAX_SAMPLES = 100_000
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator rebuilt from a checkpoint: G (the EMA weights when the run kept them)."""
+
+    G: nn.Module
+    config: TrainConfig
+    size: int
+    channels: int
+    step: int
+    path: Path
+    ema: bool
+    device: torch.device
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    def latents(self, n: int, seed: int = 0) -> torch.Tensor:
+        """n latent vectors from a seed (the same on every machine): [n, z_dim]."""
+        g = torch.Generator().manual_seed(seed)
+        return get_variant(self.config.variant).sample_z(n, self.config, generator=g)
+
+    @torch.inference_mode()
+    def generate(self, z: torch.Tensor, truncation: float = 1.0,
+                 batch_size: int = 256) -> np.ndarray:
+        """Latents [N, z_dim] -> uint8 images [N, H, W, C]."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise GanforgeError(f"expected latents of shape [N, {self.z_dim}], "
+                                f"got {list(z.shape)}")
+        check_truncation(truncation)
+        out = []
+        for i in range(0, z.shape[0], batch_size):
+            x = self.G(z[i:i + batch_size].to(self.device, torch.float32) * truncation)
+            out.append(to_uint8(x))
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size,
+                                                         self.channels), np.uint8)
+
+
+def check_truncation(truncation: float) -> None:
+    if not (isinstance(truncation, (int, float)) and math.isfinite(truncation)
+            and 0 < truncation <= 1):
+        raise GanforgeError(f"truncation must be in (0, 1], got {truncation}")
+
+
+def load_generator(path: str | Path, device: str = "cpu", prefer: str = "best",
+                   use_ema: bool = True) -> LoadedGenerator:
+    """Rebuild the generator from a checkpoint file or run directory, with nothing else."""
+    ckpt = checkpoint.load_checkpoint(checkpoint.resolve(path, prefer))
+    try:
+        cfg = config_from_dict(ckpt.config)
+    except GanforgeError as e:
+        raise GanforgeError(f"{ckpt.path}: its config is invalid ({e})") from None
+    state = ckpt.meta["state"]
+    size, channels = int(state["size"]), int(state["channels"])
+    variant = get_variant(cfg.variant)
+    G = variant.build(cfg, size, channels)["G"]
+    ema = use_ema and any(k.startswith("G_ema.") for k in ckpt.tensors)
+    ckpt.load_module(G, "G_ema" if ema else "G")
+    dev = torch.device(device)
+    G.to(dev).eval().requires_grad_(False)
+    return LoadedGenerator(G=G, config=cfg, size=size, channels=channels, step=ckpt.step,
+                           path=ckpt.path, ema=ema, device=dev)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1], [N, C, H, W] -> uint8 [N, H, W, C] (x * 127.5 + 127.5)."""
+    x = (x.detach().float() * 127.5 + 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 [N, H, W, C] -> one uint8 image [rows*(H+pad)+pad, ..., C] on a gray background."""
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 128, np.uint8)
+    for i, im in enumerate(images):
+        r, col = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + col * (w + pad): pad + col * (w + pad) + w] = im
+    return grid
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = _io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    io.write_bytes(path, png_bytes(image))
+
+
+def save_grid(path: str | Path, images: np.ndarray, nrow: int | None = None,
+              upscale: int = 0) -> None:
+    grid = make_grid(images, nrow)
+    if upscale > 1:
+        grid = np.repeat(np.repeat(grid, upscale, 0), upscale, 1)
+    save_png(path, grid)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a, b [D] at fractions t [T] -> [T, D]."""
+    a_n, b_n = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_n * b_n).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return torch.lerp(a, b, t[:, None])
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so)[:, None] * a + (torch.sin(t * omega) / so)[:, None] * b
+
+
+def interpolation_frames(gen: LoadedGenerator, seed_a: int, seed_b: int, frames: int = 16,
+                         truncation: float = 1.0, spherical: bool = True) -> np.ndarray:
+    """uint8 [frames, H, W, C]: a walk from the latent of seed_a to that of seed_b."""
+    if not 2 <= frames <= 1000:
+        raise GanforgeError(f"frames must be between 2 and 1000, got {frames}")
+    a, b = gen.latents(1, seed_a)[0], gen.latents(1, seed_b)[0]
+    t = torch.linspace(0, 1, frames)
+    z = slerp(a, b, t) if spherical else torch.lerp(a, b, t[:, None])
+    return gen.generate(z, truncation)
+
+
+def gif_bytes(frames: np.ndarray, duration_ms: int = 80, upscale: int = 1,
+              bounce: bool = True) -> bytes:
+    seq = list(frames) + (list(frames[-2:0:-1]) if bounce else [])
+    if upscale > 1:
+        seq = [np.repeat(np.repeat(f, upscale, 0), upscale, 1) for f in seq]
+    pil = [to_pil(f) for f in seq]
+    buf = _io.BytesIO()
+    pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=duration_ms,
+                loop=0)
+    return buf.getvalue()
+
+
+def write_samples(gen: LoadedGenerator, n: int, out_dir: str | Path | None, seed: int = 0,
+                  truncation: float = 1.0, grid: str | Path | None = None) -> np.ndarray:
+    """`ganforge sample`: n images as PNG files (sample-00000.png ...) and/or one grid."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise GanforgeError(f"--n must be between 1 and {MAX_SAMPLES}, got {n}")
+    images = gen.generate(gen.latents(n, seed), truncation)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            save_png(out / f"sample-{i:05d}.png", im)
+    if grid is not None:
+        save_grid(grid, images)
+    return images

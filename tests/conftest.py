@@ -1,0 +1,58 @@
+"""Shared fixtures: small real data (a few hundred Fashion-MNIST images), isolated caches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Every test gets the same session cache, never the user's ~/.cache.
+    cache = tmp_path_factory.getbasetemp() / "ganforge-cache"
+    monkeypatch.setenv("GANFORGE_CACHE", str(cache))
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir(tmp_path_factory) -> Path:
+    """300 real Fashion-MNIST training images, prepared (28x28 gray)."""
+    from ganforge import data
+
+    out = tmp_path_factory.mktemp("fmnist300")
+    data.prepare("fashion-mnist", out, limit=300, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory) -> Path:
+    """A small folder of colour images made from real Fashion-MNIST items (tinted, 40x48,
+    JPEG and PNG, in two sub-folders)."""
+    from ganforge import data
+
+    img_path, _ = data.fashion_mnist_files("test")
+    items = data.read_idx(img_path)[:96]
+    root = tmp_path_factory.mktemp("colour")
+    rng = np.random.default_rng(0)
+    for i, im in enumerate(items):
+        tint = rng.uniform(0.3, 1.0, size=3)
+        rgb = (im[:, :, None].astype(np.float64) * tint + (1 - tint) * 40).astype(np.uint8)
+        pil = Image.fromarray(rgb).resize((40, 48), Image.Resampling.BICUBIC)
+        sub = root / ("a" if i % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        pil.save(sub / f"item{i:03d}.{'jpg' if i % 3 else 'png'}")
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real `ganforge` CLI in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ganforge", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
