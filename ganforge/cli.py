@@ -31,6 +31,10 @@ EPILOG = {
     "interpolate": """examples:
   ganforge interpolate runs/faces --seeds 1 2 --frames 24 --out walk.gif
 """,
+    "serve": """examples:
+  ganforge serve runs/faces                 # then open http://127.0.0.1:8666
+  ganforge serve runs/faces --port 9000
+""",
 }
 
 
@@ -100,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--linear", action="store_true", help="straight line instead of slerp")
     p.add_argument("--out", required=True, help="a .gif (animation) or .png (grid) file")
+
+    p = cmd("serve", "explore a trained generator and watch its run in the browser")
+    p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8666)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return parser
 
 
@@ -180,8 +191,14 @@ def _interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {len(frames)} frames to {out}")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from ganforge.serve import run_server
+
+    run_server(args.checkpoint, host=args.host, port=args.port, device=args.device)
+
+
 COMMANDS = {"prepare": _prepare, "train": _train, "sample": _sample,
-            "interpolate": _interpolate}
+            "interpolate": _interpolate, "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:
