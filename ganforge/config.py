@@ -73,13 +73,27 @@ class TrainConfig:
     log_every: int = _f(50, "generator steps between metric log lines", min=1)
     sample_every: int = _f(500, "generator steps between sample grids and checkpoints", min=1)
     grid_size: int = _f(64, "images in the fixed-latent sample grid", min=1, max=1024)
-    eval_every: int = _f(0, "generator steps between quick FID/KID evaluations (0 = off)", min=0)
-    eval_n: int = _f(500, "generated images per quick evaluation", min=2)
+    eval_every: int = _f(0, "generator steps between quick FID/KID evaluations (0 = at every "
+                         "sample interval)", min=0)
+    eval_n: int = _f(0, "generated images per quick FID/KID evaluation (0 = off)", min=0)
     seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
     amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
                   choices=("off", "bf16", "fp16"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
+    # health monitor
+    health: bool = _f(True, "watch for NaN/Inf, an exploding critic, a winning D, mode collapse")
+    on_problem: str = _f("rollback", "`rollback` to the last good checkpoint with a lower "
+                         "learning rate, or `stop` with a message", choices=("rollback", "stop"))
+    max_rollbacks: int = _f(3, "give up (stop) after this many rollbacks", min=0)
+    rollback_lr_factor: float = _f(0.5, "multiply both learning rates by this on a rollback",
+                                   min=0.01, max=1.0)
+    explode_threshold: float = _f(1e5, "|mean D output| or D gradient norm counted as exploding",
+                                  min=1.0)
+    stuck_steps: int = _f(2000, "steps of D right on >99% of real and fake before reporting",
+                          min=1)
+    collapse_ratio: float = _f(0.1, "sample diversity below this fraction of the real images' "
+                               "is mode collapse (0 = off)", min=0.0, max=1.0)
 
     def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):

@@ -1,46 +1,48 @@
 """The training loop: one linear loop, generic over variants.
 
 The loop owns optimisers, backward/step, freezing the idle network, the D/G schedule, AMP,
-EMA, logging, sample grids and checkpoints; the variant owns its networks and loss math.
+EMA, logging, sample grids, evaluation, the health monitor and checkpoints; the variant owns
+its networks and loss math.
 
 A run directory holds:
-    config.json                   the effective config
-    metrics.jsonl                 one JSON line per log interval (and per evaluation)
-    samples/step-XXXXXX.png       the fixed-latent grid after every sample interval
-    plots/*.png                   losses, D accuracy / fooling rate, gradient norms, FID
-    checkpoints/latest.safetensors (and best.safetensors when evaluation is on)
+    config.json                    the effective config
+    metrics.jsonl                  {"kind": "train"} per log interval, {"kind": "eval"} per
+                                   evaluation, {"kind": "health"} per problem found
+    samples/step-XXXXXX.png        the fixed-latent grid after every sample interval
+    plots/*.png                    losses, D accuracy / fooling rate, gradient norms, FID
+    checkpoints/latest.safetensors everything needed to resume exactly
+    checkpoints/best.safetensors   the checkpoint with the lowest FID so far (evaluation on)
 """
 
 from __future__ import annotations
 
 import copy
-import fcntl
 import math
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ganforge import checkpoint, data, io, plots
 from ganforge.config import TrainConfig, config_from_dict
 from ganforge.errors import GanforgeError
+from ganforge.health import HealthMonitor, Problem, diversity
 from ganforge.sample import save_grid, to_uint8
+from ganforge.train_utils import BatchSampler, RunLock, Stats, ema_update, grad_norm, make_optimizer
 from ganforge.variants import get_variant
 
 # Keys that may change when a run is resumed; anything else would not be the same run.
 RESUMABLE_KEYS = {"steps", "minutes", "log_every", "sample_every", "eval_every", "eval_n",
-                  "device", "threads", "data"}
+                  "device", "threads", "data", "health", "on_problem", "max_rollbacks"}
 
 
-class TrainingDiverged(GanforgeError):
-    """Training produced non-finite values; the last checkpoint is left untouched."""
+class TrainingStopped(GanforgeError):
+    """The health monitor stopped the run; the last good checkpoint is intact."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -55,105 +57,6 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-class RunLock:
-    """An exclusive lock on a run directory; the OS drops it if the process dies."""
-
-    def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(run_dir / "train.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise GanforgeError(f"{run_dir} is in use by another training process") from None
-
-    def release(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-class BatchSampler:
-    """Draws minibatches from a uint8 image tensor in a reshuffled order each epoch.
-
-    Its state (generator state at the start of the epoch, epoch, position) is saved in the
-    checkpoint, so a resumed run sees exactly the batches it would have seen.
-    """
-
-    def __init__(self, images: torch.Tensor, seed: int):
-        self.images = images  # uint8 [N, C, H, W], on the training device
-        self.gen = torch.Generator().manual_seed(seed)
-        self.epoch, self.pos = 0, 0
-        self._new_epoch()
-
-    def _new_epoch(self) -> None:
-        self.epoch_state = self.gen.get_state()
-        self.perm = torch.randperm(len(self.images), generator=self.gen)
-
-    def next(self, n: int) -> torch.Tensor:
-        parts = []
-        while n > 0:
-            if self.pos == len(self.perm):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._new_epoch()
-            take = min(n, len(self.perm) - self.pos)
-            parts.append(self.perm[self.pos:self.pos + take])
-            self.pos, n = self.pos + take, n - take
-        idx = torch.cat(parts).to(self.images.device)
-        return self.images[idx].float().div_(127.5).sub_(1.0)  # [n, C, H, W] in [-1, 1]
-
-    def state(self) -> tuple[dict[str, int], torch.Tensor]:
-        return {"epoch": self.epoch, "pos": self.pos}, self.epoch_state
-
-    def restore(self, s: dict[str, int], epoch_state: torch.Tensor) -> None:
-        self.gen.set_state(epoch_state)
-        self._new_epoch()
-        self.epoch, self.pos = s["epoch"], s["pos"]
-
-
-def make_optimizer(cfg: TrainConfig, params: Any, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
-
-
-def grad_norm(module: nn.Module) -> torch.Tensor:
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-@torch.no_grad()
-def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
-    ema_p, p = list(G_ema.parameters()), list(G.parameters())
-    torch._foreach_lerp_(ema_p, p, 1.0 - decay)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-        b_ema.copy_(b)
-
-
-@dataclass
-class Stats:
-    """Per-interval sums of tensors; read back to the host once per log line."""
-
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for k, v in values.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def pop(self) -> dict[str, float]:
-        if not self.sums:
-            return {}
-        keys = sorted(self.sums)
-        values = torch.stack([self.sums[k] for k in keys]).tolist()
-        out = {k: v / self.counts[k] for k, v in zip(keys, values, strict=True)}
-        self.sums, self.counts = {}, {}
-        return out
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -162,7 +65,304 @@ class TrainResult:
     checkpoint: Path
 
 
-def _prepare_run(run_dir: Path, cfg: TrainConfig, resume: bool,
+class Trainer:
+    """Builds everything a run needs; `run()` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True,
+                 fault_hook: Any = None):
+        self.cfg, self.run_dir, self.progress, self.fault_hook = cfg, run_dir, progress, fault_hook
+        self.device = device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.variant = variant = get_variant(cfg.variant)
+        variant.check(cfg)
+        self.ds = ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels,
+                                    crop=cfg.crop, progress=progress)
+        self.size, self.channels = ds.size, ds.channels
+
+        torch.manual_seed(cfg.seed)
+        self.nets = variant.build(cfg, ds.size, ds.channels)
+        self.G, self.D = self.nets["G"].to(device), self.nets["D"].to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema > 0 else None
+        self.modules = {"G": self.G, "D": self.D,
+                        **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+        self.opt_G = make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
+        self.opt_D = make_optimizer(cfg, self.D.parameters(), cfg.lr_d)
+        images = torch.from_numpy(np.array(ds.images)).permute(0, 3, 1, 2)  # [N, C, H, W]
+        self.sampler = BatchSampler(images.contiguous().to(device), seed=cfg.seed)
+        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.z_fixed = variant.sample_z(cfg.grid_size, cfg,
+                                        torch.Generator().manual_seed(cfg.seed + 2))
+        self.step = 0
+        self.sched = {"d_steps": 0, "g_steps": 0, "d_choices": 0, "g_choices": 0, "kimg": 0.0}
+        self.state: dict[str, Any] = {"best_fid": None, "best_step": None, "lr_scale": 1.0,
+                                      "rollbacks": 0}
+
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        if cfg.amp == "fp16" and device.type != "cuda":
+            raise GanforgeError("amp=fp16 needs a CUDA GPU; use amp=bf16 on CPU")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.stats = Stats()
+        real_div = diversity(self.sampler.images[: max(16, cfg.grid_size)].float() / 127.5 - 1)
+        self.health = HealthMonitor(cfg, real_div) if cfg.health else None
+        self.nonfinite = torch.zeros((), device=device)
+        self.evaluator = None
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def latest(self) -> Path:
+        return self.run_dir / "checkpoints" / "latest.safetensors"
+
+    def save(self, path: Path) -> None:
+        sampler_state, epoch_state = self.sampler.state()
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": self.noise.get_state(),
+                   "rng.data_epoch": epoch_state, "z_fixed": self.z_fixed}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        checkpoint.save_checkpoint(
+            path, config=self.cfg.to_dict(), step=self.step, modules=self.modules,
+            optimizers={"opt_G": self.opt_G, "opt_D": self.opt_D}, tensors=tensors,
+            state={**self.state, "sched": self.sched, "sampler": sampler_state,
+                   "size": self.size, "channels": self.channels, "data_key": self.ds.key,
+                   "data_split": self.ds.split})
+
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        saved = ckpt.meta["state"]
+        if (self.size, self.channels) != (saved["size"], saved["channels"]):
+            raise GanforgeError(f"the data {self.cfg.data} is {self.size}px/{self.channels}ch "
+                                f"but the run was trained on {saved['size']}px/"
+                                f"{saved['channels']}ch")
+        for name, m in self.modules.items():
+            ckpt.load_module(m, name)
+        ckpt.load_optimizer(self.opt_G, "opt_G")
+        ckpt.load_optimizer(self.opt_D, "opt_D")
+        self.step = ckpt.step
+        self.sched.update(saved["sched"])
+        self.state.update({k: saved[k] for k in self.state if k in saved})
+        self.sampler.restore(saved["sampler"], ckpt.tensors["rng.data_epoch"])
+        self.noise.set_state(ckpt.tensors["rng.noise"])
+        torch.set_rng_state(ckpt.tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in ckpt.tensors:
+            torch.cuda.set_rng_state(ckpt.tensors["rng.cuda"], self.device)
+        self.z_fixed = ckpt.tensors["z_fixed"]
+        self._set_lr()
+        _trim_log(self.run_dir / "metrics.jsonl", self.step)
+
+    def _set_lr(self) -> None:
+        for opt, lr in ((self.opt_G, self.cfg.lr_g), (self.opt_D, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * self.state["lr_scale"]
+
+    # -- one step of each network -----------------------------------------------------------
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def d_step(self, real: torch.Tensor) -> None:
+        cfg, D, opt = self.cfg, self.D, self.opt_D
+        z = self.variant.sample_z(real.shape[0], cfg, self.noise, self.device)
+        with torch.no_grad(), self.autocast():
+            fake = self.G(z)
+        with self.autocast():
+            loss_D, s = self.variant.d_loss(self.nets, cfg, real, fake.float())
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_D).backward()
+        self.scaler.unscale_(opt)
+        s["grad_norm_D"] = grad_norm(D)
+        self.scaler.step(opt)
+        self.scaler.update()
+        self.variant.after_d_step(self.nets, cfg)
+        self._record(s)
+        self.sched["d_steps"] += 1
+        self.sched["kimg"] += real.shape[0] / 1000
+
+    def g_step(self) -> None:
+        cfg, G, opt = self.cfg, self.G, self.opt_G
+        z = self.variant.sample_z(cfg.batch_size, cfg, self.noise, self.device)
+        self.D.requires_grad_(False)  # the G step needs no D parameter gradients
+        with self.autocast():
+            loss_G, s = self.variant.g_loss(self.nets, cfg, G(z))
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_G).backward()
+        self.scaler.unscale_(opt)
+        s["grad_norm_G"] = grad_norm(G)
+        self.scaler.step(opt)
+        self.scaler.update()
+        self.D.requires_grad_(True)
+        if self.G_ema is not None:
+            ema_update(self.G_ema, G, cfg.ema)
+        self._record(s)
+        self.sched["g_steps"] += 1
+
+    def _record(self, s: dict[str, torch.Tensor]) -> None:
+        self.stats.add(s)
+        if self.health is not None:
+            self.nonfinite = self.nonfinite + self.health.step_flags(s)
+
+    def d_is_losing(self, real: torch.Tensor) -> bool:
+        """Adaptive schedule: is D losing on this minibatch (G fools it at least as often as
+        D is right)?"""
+        with torch.no_grad(), self.autocast():
+            z = self.variant.sample_z(real.shape[0], self.cfg, self.noise, self.device)
+            j = self.variant.judge(self.cfg, self.D(real).float(), self.D(self.G(z)).float())
+        return bool(j["g_fool_rate"] >= 0.5 * (j["d_acc_real"] + j["d_acc_fake"]))
+
+    # -- reporting ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def grid_images(self) -> torch.Tensor:
+        G_show = self.G_ema if self.G_ema is not None else self.G
+        was_training = G_show.training
+        G_show.eval()
+        with self.autocast():
+            fake = G_show(self.z_fixed.to(self.device)).float()
+        G_show.train(was_training)
+        return fake  # [grid_size, C, H, W]
+
+    def log_interval(self, t_now: float) -> dict[str, Any]:
+        sched = self.sched
+        rec = {"kind": "train", "step": self.step, "kimg": round(sched["kimg"], 3),
+               "time_s": round(t_now - self.t_start, 3),
+               "images_per_s": round((sched["kimg"] - self.kimg_log) * 1000
+                                     / max(t_now - self.t_log, 1e-9), 1),
+               "lr_scale": self.state["lr_scale"],
+               **{k: round(v, 6) if math.isfinite(v) else v for k, v in self.stats.pop().items()}}
+        if self.cfg.schedule == "adaptive":
+            total = max(1, sched["d_choices"] + sched["g_choices"])
+            rec["g_choice_rate"] = round(sched["g_choices"] / total, 4)
+        self.t_log, self.kimg_log = t_now, sched["kimg"]
+        return rec
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Quick FID/KID of eval_n generated images against the training data."""
+        if not self.cfg.eval_n or self.evaluator is False:
+            return None
+        from ganforge.metrics.training import TrainingEvaluator
+
+        if self.evaluator is None:
+            self.evaluator = TrainingEvaluator(self.ds, self.cfg.eval_n, self.device,
+                                               progress=False)
+        G_eval = self.G_ema if self.G_ema is not None else self.G
+        return self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3)
+
+    def interval(self) -> Problem | None:
+        """At every sample interval: grid, collapse check, evaluation, checkpoint, plots."""
+        fake = self.grid_images()
+        save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", to_uint8(fake),
+                  upscale=2 if self.size < 64 else 0)
+        if self.health is not None:
+            problem = self.health.check_samples(self.step, fake)
+            if problem is not None:
+                return problem
+        every = self.cfg.eval_every or self.cfg.sample_every
+        improved = False
+        if self.step % every == 0 or self.step == self.cfg.steps:
+            results = self.evaluate()
+            if results is not None:
+                io.append_jsonl(self.run_dir / "metrics.jsonl",
+                                {"kind": "eval", "step": self.step, **results})
+                fid = results["fid"]
+                if self.state["best_fid"] is None or fid < self.state["best_fid"]:
+                    self.state["best_fid"], self.state["best_step"] = fid, self.step
+                    improved = True
+        self.save(self.latest)
+        if improved:
+            _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
+        plots.plot_run(self.run_dir)
+        return None
+
+    def handle(self, problem: Problem) -> None:
+        """Roll back to the last good checkpoint with lower learning rates, or stop."""
+        cfg = self.cfg
+        record = {"kind": "health", "step": problem.step, "problem": problem.kind,
+                  "detail": problem.detail}
+        if cfg.on_problem == "stop" or self.state["rollbacks"] >= cfg.max_rollbacks:
+            io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": "stop"})
+            why = "" if cfg.on_problem == "stop" else f" after {cfg.max_rollbacks} rollbacks"
+            raise TrainingStopped(f"stopped{why}: {problem.message()}. The last good "
+                                  f"checkpoint is {self.latest}")
+        ckpt = checkpoint.load_checkpoint(self.latest)
+        rollbacks = self.state["rollbacks"] + 1
+        scale = self.state["lr_scale"] * cfg.rollback_lr_factor
+        self.restore(ckpt)
+        self.state["rollbacks"], self.state["lr_scale"] = rollbacks, scale
+        self._set_lr()
+        self.stats.pop()
+        self.nonfinite.zero_()
+        if self.health is not None:
+            self.health.stuck_since = None
+        action = f"rolled back to step {ckpt.step}, learning rates x{scale:g}"
+        io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": action})
+        tqdm.write(f"ganforge: {problem.kind} at step {problem.step} ({problem.detail}); {action}")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg, sched = self.cfg, self.sched
+        io.write_json(self.run_dir / "config.json", cfg.to_dict())
+        if not self.latest.exists():
+            self.save(self.latest)  # step 0: a rollback target from the start
+        self.G.train()
+        self.D.train()
+        self.t_start = self.t_log = time.monotonic()
+        self.kimg_log = sched["kimg"]
+        last: dict[str, Any] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        ran = False
+        while self.step < cfg.steps:
+            if cfg.minutes and time.monotonic() - self.t_start >= cfg.minutes * 60:
+                break
+            ran = True
+            if cfg.schedule == "adaptive":
+                real = self.sampler.next(cfg.batch_size)
+                if self.d_is_losing(real):
+                    sched["d_choices"] += 1
+                    self.d_step(real)
+                    for _ in range(cfg.adaptive_d_steps - 1):
+                        self.d_step(self.sampler.next(cfg.batch_size))
+                    continue
+                sched["g_choices"] += 1
+            else:
+                for _ in range(cfg.n_critic):
+                    self.d_step(self.sampler.next(cfg.batch_size))
+            self.g_step()
+            self.step += 1
+            if self.fault_hook is not None:
+                self.fault_hook(self)
+            bar.update(1)
+            problem = None
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rec = self.log_interval(time.monotonic())
+                nonfinite = float(self.nonfinite)
+                self.nonfinite.zero_()
+                if self.health is not None:
+                    problem = self.health.check_interval(self.step, rec, nonfinite)
+                if problem is None:
+                    io.append_jsonl(self.run_dir / "metrics.jsonl", rec)
+                    bar.set_postfix(loss_D=f"{rec.get('loss_D', 0):.3f}",
+                                    loss_G=f"{rec.get('loss_G', 0):.3f}",
+                                    img_s=f"{rec['images_per_s']:.0f}")
+                    last = rec
+            if problem is None and (self.step % cfg.sample_every == 0
+                                    or self.step == cfg.steps):
+                problem = self.interval()
+            if problem is not None:
+                self.handle(problem)
+                bar.n = self.step
+                bar.refresh()
+        bar.close()
+        if ran and self.step % cfg.sample_every != 0 and self.step != cfg.steps:
+            problem = self.interval()  # stopped by the clock
+            if problem is not None:
+                raise TrainingStopped(problem.message())
+        return TrainResult(run_dir=self.run_dir, step=self.step, last_log=last,
+                           checkpoint=self.latest)
+
+
+def _prepare_run(run_dir: Path, cfg: TrainConfig | None, resume: bool,
                  overrides: dict[str, Any]) -> tuple[TrainConfig, checkpoint.Checkpoint | None]:
     latest = run_dir / "checkpoints" / "latest.safetensors"
     if resume:
@@ -181,222 +381,41 @@ def _prepare_run(run_dir: Path, cfg: TrainConfig, resume: bool,
     if latest.exists():
         raise GanforgeError(f"{run_dir} already holds a run; add --resume to continue it, or "
                             "choose another --out")
+    assert cfg is not None
     return cfg, None
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+def train(cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
           overrides: dict[str, Any] | None = None, progress: bool = True,
           fault_hook: Any = None) -> TrainResult:
-    """Train (or resume) a run. `overrides` are the keys the user set explicitly (checked
-    against the saved config on resume). `fault_hook(step, nets)` is a test hook."""
+    """Train a new run (cfg) or resume the run in run_dir (cfg None; `overrides` are the keys
+    the user set, checked against the saved config). `fault_hook(trainer)` runs after every
+    generator step: a hook for tests that inject faults."""
     run_dir = Path(run_dir)
     created = not run_dir.exists()
     lock = RunLock(run_dir)
     try:
         cfg, ckpt = _prepare_run(run_dir, cfg, resume, overrides or {})
-        return _train(cfg, run_dir, ckpt, progress, fault_hook)
+        trainer = Trainer(cfg, run_dir, progress, fault_hook)
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        return trainer.run()
     finally:
         lock.release()
         if created and [p.name for p in run_dir.iterdir()] == ["train.lock"]:
             shutil.rmtree(run_dir)  # a run that failed before writing anything leaves no trace
 
 
-def _train(cfg: TrainConfig, run_dir: Path, ckpt: checkpoint.Checkpoint | None,
-           progress: bool, fault_hook: Any) -> TrainResult:
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    variant = get_variant(cfg.variant)
-    variant.check(cfg)
-    ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels, crop=cfg.crop,
-                      progress=progress)
-    if ckpt is not None:
-        saved = ckpt.meta["state"]
-        if (ds.size, ds.channels) != (saved["size"], saved["channels"]):
-            raise GanforgeError(f"the data {cfg.data} is {ds.size}px/{ds.channels}ch but the run "
-                                f"was trained on {saved['size']}px/{saved['channels']}ch")
-    size, channels = ds.size, ds.channels
-
-    torch.manual_seed(cfg.seed)
-    nets = variant.build(cfg, size, channels)
-    G, D = nets["G"].to(device), nets["D"].to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema > 0 else None
-    opt_G = make_optimizer(cfg, G.parameters(), cfg.lr_g)
-    opt_D = make_optimizer(cfg, D.parameters(), cfg.lr_d)
-    images = torch.from_numpy(np.array(ds.images)).permute(0, 3, 1, 2)  # [N, C, H, W]
-    sampler = BatchSampler(images.contiguous().to(device), seed=cfg.seed)
-    noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    z_fixed = variant.sample_z(cfg.grid_size, cfg, torch.Generator().manual_seed(cfg.seed + 2))
-    sched = {"d_steps": 0, "g_steps": 0, "d_choices": 0, "g_choices": 0, "kimg": 0.0}
-    state: dict[str, Any] = {"best_fid": None, "best_step": None}
-
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    if cfg.amp == "fp16" and device.type != "cuda":
-        raise GanforgeError("amp=fp16 needs a CUDA GPU; use amp=bf16 on CPU")
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                              enabled=amp_dtype is not None)
-
-    modules = {"G": G, "D": D, **({"G_ema": G_ema} if G_ema is not None else {})}
-    step = 0
-    if ckpt is not None:
-        for name, m in modules.items():
-            ckpt.load_module(m, name)
-        ckpt.load_optimizer(opt_G, "opt_G")
-        ckpt.load_optimizer(opt_D, "opt_D")
-        step = ckpt.step
-        s = ckpt.meta["state"]
-        sched.update(s["sched"])
-        state.update({k: s[k] for k in ("best_fid", "best_step")})
-        sampler.restore(s["sampler"], ckpt.tensors["rng.data_epoch"])
-        noise.set_state(ckpt.tensors["rng.noise"].to(noise.get_state().device))
-        torch.set_rng_state(ckpt.tensors["rng.torch"])
-        if device.type == "cuda" and "rng.cuda" in ckpt.tensors:
-            torch.cuda.set_rng_state(ckpt.tensors["rng.cuda"], device)
-        z_fixed = ckpt.tensors["z_fixed"]
-        _trim_log(run_dir / "metrics.jsonl", step)
-    io.write_json(run_dir / "config.json", cfg.to_dict())
-
-    def save(path: Path) -> None:
-        s_state, epoch_state = sampler.state()
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": noise.get_state(),
-                   "rng.data_epoch": epoch_state, "z_fixed": z_fixed}
-        if device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-        checkpoint.save_checkpoint(
-            path, config=cfg.to_dict(), step=step, modules=modules,
-            optimizers={"opt_G": opt_G, "opt_D": opt_D}, tensors=tensors,
-            state={**state, "sched": sched, "sampler": s_state, "size": size,
-                   "channels": channels, "data_key": ds.key, "data_split": ds.split})
-
-    def write_grid() -> None:
-        G_show = G_ema if G_ema is not None else G
-        was_training = G_show.training
-        G_show.eval()
-        with torch.no_grad(), autocast():
-            fake = G_show(z_fixed.to(device))
-        G_show.train(was_training)
-        save_grid(run_dir / "samples" / f"step-{step:06d}.png", to_uint8(fake),
-                  upscale=2 if size < 64 else 0)
-
-    def d_step(real: torch.Tensor) -> None:
-        z = variant.sample_z(real.shape[0], cfg, noise, device)
-        with torch.no_grad(), autocast():
-            fake = G(z)
-        with autocast():
-            loss_D, s = variant.d_loss(nets, cfg, real, fake.float())
-        opt_D.zero_grad(set_to_none=True)
-        scaler.scale(loss_D).backward()
-        scaler.unscale_(opt_D)
-        s["grad_norm_D"] = grad_norm(D)
-        scaler.step(opt_D)
-        scaler.update()
-        variant.after_d_step(nets, cfg)
-        stats.add(s)
-        sched["d_steps"] += 1
-        sched["kimg"] += real.shape[0] / 1000
-
-    def g_step() -> None:
-        z = variant.sample_z(cfg.batch_size, cfg, noise, device)
-        D.requires_grad_(False)  # the G step needs no D gradients
-        with autocast():
-            loss_G, s = variant.g_loss(nets, cfg, G(z))
-        opt_G.zero_grad(set_to_none=True)
-        scaler.scale(loss_G).backward()
-        scaler.unscale_(opt_G)
-        s["grad_norm_G"] = grad_norm(G)
-        scaler.step(opt_G)
-        scaler.update()
-        D.requires_grad_(True)
-        if G_ema is not None:
-            ema_update(G_ema, G, cfg.ema)
-        stats.add(s)
-        sched["g_steps"] += 1
-
-    def d_is_losing(real: torch.Tensor) -> bool:
-        with torch.no_grad(), autocast():
-            z = variant.sample_z(real.shape[0], cfg, noise, device)
-            j = variant.judge(cfg, D(real).float(), D(G(z)).float())
-        acc = 0.5 * (j["d_acc_real"] + j["d_acc_fake"])
-        return bool(j["g_fool_rate"] >= acc)
-
-    stats = Stats()
-    G.train()
-    D.train()
-    t_start = time.monotonic()
-    t_log, kimg_log = t_start, sched["kimg"]
-    last: dict[str, Any] = {}
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    ran = False
-    while step < cfg.steps:
-        if cfg.minutes and time.monotonic() - t_start >= cfg.minutes * 60:
-            break
-        ran = True
-        if cfg.schedule == "adaptive":
-            real = sampler.next(cfg.batch_size)
-            if d_is_losing(real):
-                sched["d_choices"] += 1
-                d_step(real)
-                for _ in range(cfg.adaptive_d_steps - 1):
-                    d_step(sampler.next(cfg.batch_size))
-                continue
-            sched["g_choices"] += 1
-        else:
-            for _ in range(cfg.n_critic):
-                d_step(sampler.next(cfg.batch_size))
-        g_step()
-        step += 1
-        if fault_hook is not None:
-            fault_hook(step, nets)
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.monotonic()
-            rec = {"kind": "train", "step": step, "kimg": round(sched["kimg"], 3),
-                   "time_s": round(now - t_start, 3),
-                   "images_per_s": round((sched["kimg"] - kimg_log) * 1000 / max(now - t_log,
-                                                                                 1e-9), 1),
-                   **{k: round(v, 6) for k, v in stats.pop().items()}}
-            if cfg.schedule == "adaptive":
-                total = max(1, sched["d_choices"] + sched["g_choices"])
-                rec["g_choice_rate"] = round(sched["g_choices"] / total, 4)
-            bad = [k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(
-                    f"training diverged at step {step}: {', '.join(bad)} became non-finite; "
-                    "the last checkpoint is intact (try a lower lr_d/lr_g or --resume)")
-            io.append_jsonl(run_dir / "metrics.jsonl", rec)
-            bar.set_postfix(loss_D=f"{rec.get('loss_D', 0):.3f}",
-                            loss_G=f"{rec.get('loss_G', 0):.3f}",
-                            img_s=f"{rec['images_per_s']:.0f}")
-            last, t_log, kimg_log = rec, now, sched["kimg"]
-        if step % cfg.sample_every == 0 or step == cfg.steps:
-            _checkpoint_interval(run_dir, save, write_grid)
-    bar.close()
-    if ran and step % cfg.sample_every != 0 and step != cfg.steps:
-        _checkpoint_interval(run_dir, save, write_grid)  # stopped by the clock
-    latest = run_dir / "checkpoints" / "latest.safetensors"
-    if not latest.exists():
-        save(latest)
-    return TrainResult(run_dir=run_dir, step=step, last_log=last, checkpoint=latest)
-
-
-def _checkpoint_interval(run_dir: Path, save: Any, write_grid: Any) -> None:
-    write_grid()
-    save(run_dir / "checkpoints" / "latest.safetensors")
-    plots.plot_run(run_dir)
-
-
 def _trim_log(path: Path, step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (and any torn last line)."""
+    """On resume or rollback, drop log lines written after the checkpoint (and a torn last
+    line); health records are kept, they are the history of what went wrong."""
     if not path.exists():
         return
-    records = [r for r in io.read_jsonl(path) if r.get("step", 0) <= step]
+    records = [r for r in io.read_jsonl(path)
+               if r.get("step", 0) <= step or r.get("kind") == "health"]
     io.write_jsonl(path, records)
 
 
-def copy_checkpoint(src: Path, dst: Path) -> None:
+def _copy_file(src: Path, dst: Path) -> None:
     with open(src, "rb") as f_in, io.atomic_open(dst, "wb") as f_out:
         shutil.copyfileobj(f_in, f_out)

@@ -1,0 +1,115 @@
+"""Pieces of the training loop that hold no loop logic: the run lock, the minibatch sampler,
+optimiser construction, gradient norms, EMA, and per-interval statistics."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganforge.config import TrainConfig
+from ganforge.errors import GanforgeError
+
+
+class RunLock:
+    """An exclusive lock on a run directory; the OS drops it if the process dies."""
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(run_dir / "train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise GanforgeError(f"{run_dir} is in use by another training process") from None
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+class BatchSampler:
+    """Draws minibatches from a uint8 image tensor in a reshuffled order each epoch.
+
+    Its state (generator state at the start of the epoch, epoch, position) is saved in the
+    checkpoint, so a resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(self, images: torch.Tensor, seed: int):
+        self.images = images  # uint8 [N, C, H, W], on the training device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.epoch, self.pos = 0, 0
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_state = self.gen.get_state()
+        self.perm = torch.randperm(len(self.images), generator=self.gen)
+
+    def next(self, n: int) -> torch.Tensor:
+        parts = []
+        while n > 0:
+            if self.pos == len(self.perm):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._new_epoch()
+            take = min(n, len(self.perm) - self.pos)
+            parts.append(self.perm[self.pos:self.pos + take])
+            self.pos, n = self.pos + take, n - take
+        idx = torch.cat(parts).to(self.images.device)
+        return self.images[idx].float().div_(127.5).sub_(1.0)  # [n, C, H, W] in [-1, 1]
+
+    def state(self) -> tuple[dict[str, int], torch.Tensor]:
+        return {"epoch": self.epoch, "pos": self.pos}, self.epoch_state
+
+    def restore(self, s: dict[str, int], epoch_state: torch.Tensor) -> None:
+        self.gen.set_state(epoch_state)
+        self._new_epoch()
+        self.epoch, self.pos = s["epoch"], s["pos"]
+
+
+def make_optimizer(cfg: TrainConfig, params: Any, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    ema_p, p = list(G_ema.parameters()), list(G.parameters())
+    torch._foreach_lerp_(ema_p, p, 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+@dataclass
+class Stats:
+    """Per-interval sums of tensors; read back to the host once per log line."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        values = torch.stack([self.sums[k] for k in keys]).tolist()
+        out = {k: v / self.counts[k] for k, v in zip(keys, values, strict=True)}
+        self.sums, self.counts = {}, {}
+        return out
