@@ -31,6 +31,14 @@ EPILOG = {
     "interpolate": """examples:
   ganforge interpolate runs/faces --seeds 1 2 --frames 24 --out walk.gif
 """,
+    "evaluate": """examples:
+  ganforge evaluate runs/faces --ref data/faces --n 5000
+  ganforge evaluate runs/fmnist --ref fashion-mnist:test --n 10000 --metrics fid,kid,pr --json
+  ganforge evaluate runs/fmnist --ref fashion-mnist --n 2000 --nearest 3
+  ganforge evaluate --real data/fmnist-test --fake samples/
+Every figure is printed with its protocol name (fid5k_test = 5,000 generated vs the test
+split), the number of real images and the Inception protocol.
+""",
     "serve": """examples:
   ganforge serve runs/faces                 # then open http://127.0.0.1:8666
   ganforge serve runs/faces --port 9000
@@ -104,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--linear", action="store_true", help="straight line instead of slerp")
     p.add_argument("--out", required=True, help="a .gif (animation) or .png (grid) file")
+
+    p = cmd("evaluate", "FID / KID / IS / precision-recall of a generator (or two image sets)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")
+    p.add_argument("--ref", help="real data: prepared dir, folder, or fashion-mnist[:test] "
+                   "(default: the run's training data)")
+    p.add_argument("--n", type=int, default=5000, help="generated images (default 5000)")
+    p.add_argument("--n-real", type=int, default=0,
+                   help="real images (default: all of --ref, at most 50,000)")
+    p.add_argument("--metrics", default="fid,kid,pr", help="comma list of fid, kid, is, pr")
+    p.add_argument("--real", help="with --fake: evaluate two image folders/caches directly")
+    p.add_argument("--fake", help="generated images: folder or prepared dir")
+    p.add_argument("--nearest", type=int, default=0, metavar="K",
+                   help="also write nearest.png: 16 samples beside their K nearest training "
+                   "images (memorisation check)")
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--latest", action="store_true", help="the latest, not the best, checkpoint")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
 
     p = cmd("serve", "explore a trained generator and watch its run in the browser")
     p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
@@ -191,6 +220,12 @@ def _interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {len(frames)} frames to {out}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from ganforge.evaluate import evaluate_cli
+
+    evaluate_cli(args)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from ganforge.serve import run_server
 
@@ -198,7 +233,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": _prepare, "train": _train, "sample": _sample,
-            "interpolate": _interpolate, "serve": _serve}
+            "interpolate": _interpolate, "evaluate": _evaluate, "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:
