@@ -6,6 +6,7 @@ User mistakes become one line on stderr and exit status 2; nothing is half-writt
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def _train(args: argparse.Namespace) -> None:
         cfg = C.build_config(layers)
     result = train(cfg, args.out, resume=args.resume, overrides=explicit,
                    progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     out = Path(args.out)
     grids = sorted((out / "samples").glob("step-*.png"))
     print(f"trained to step {result.step}; run directory: {out}")

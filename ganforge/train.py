@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ganforge import checkpoint, data, io, plots
+from ganforge import distributed as dist_
 from ganforge.config import TrainConfig, config_from_dict
 from ganforge.errors import GanforgeError
 from ganforge.health import HealthMonitor, Problem, diversity
@@ -69,15 +70,22 @@ class Trainer:
     """Builds everything a run needs; `run()` is the loop."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True,
-                 fault_hook: Any = None):
-        self.cfg, self.run_dir, self.progress, self.fault_hook = cfg, run_dir, progress, fault_hook
-        self.device = device = pick_device(cfg.device)
+                 fault_hook: Any = None, dist: dist_.Dist | None = None,
+                 device: str | None = None):
+        self.cfg, self.run_dir, self.fault_hook = cfg, run_dir, fault_hook
+        self.dist = dist = dist or dist_.Dist()
+        self.main = dist.main
+        self.progress = progress and self.main
+        if cfg.batch_size % dist.world:
+            raise GanforgeError(f"batch_size {cfg.batch_size} (the global batch) must be "
+                                f"divisible by the {dist.world} processes")
+        self.device = device = pick_device(device or cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.variant = variant = get_variant(cfg.variant)
         variant.check(cfg)
         self.ds = ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels,
-                                    crop=cfg.crop, progress=progress)
+                                    crop=cfg.crop, progress=self.progress)
         self.size, self.channels = ds.size, ds.channels
 
         torch.manual_seed(cfg.seed)
@@ -88,6 +96,9 @@ class Trainer:
                         **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
         self.opt_G = make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
         self.opt_D = make_optimizer(cfg, self.D.parameters(), cfg.lr_d)
+        # per-process streams for dropout and the gradient penalty's mixing rates; the nets
+        # above were built from the same seed everywhere, so they start identical
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
         images = torch.from_numpy(np.array(ds.images)).permute(0, 3, 1, 2)  # [N, C, H, W]
         self.sampler = BatchSampler(images.contiguous().to(device), seed=cfg.seed)
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -107,6 +118,7 @@ class Trainer:
         self.health = HealthMonitor(cfg, real_div) if cfg.health else None
         self.nonfinite = torch.zeros((), device=device)
         self.evaluator = None
+        self.improved = False
 
     # -- state ----------------------------------------------------------------------------
 
@@ -115,17 +127,30 @@ class Trainer:
         return self.run_dir / "checkpoints" / "latest.safetensors"
 
     def save(self, path: Path) -> None:
+        """Write a checkpoint (rank 0; every process must call it: RNG states are gathered)."""
         sampler_state, epoch_state = self.sampler.state()
-        tensors = {"rng.torch": torch.get_rng_state(), "rng.noise": self.noise.get_state(),
+        rng = dist_.gather_object(torch.get_rng_state(), self.dist)
+        tensors = {"rng.torch": rng[0], "rng.noise": self.noise.get_state(),
                    "rng.data_epoch": epoch_state, "z_fixed": self.z_fixed}
+        tensors.update({f"rng.torch.rank{r}": t for r, t in enumerate(rng) if r})
         if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            cuda_rng = dist_.gather_object(torch.cuda.get_rng_state(self.device), self.dist)
+            tensors.update({f"rng.cuda.rank{r}": t for r, t in enumerate(cuda_rng)})
+        for m in self.modules.values():
+            dist_.broadcast_buffers(m, self.dist)
+        digests = dist_.gather_object(dist_.digest(self.modules), self.dist)
+        if len(set(digests)) > 1:
+            raise GanforgeError(f"the {self.dist.world} processes no longer hold the same weights "
+                                f"at step {self.step} (digests {digests}); this is a bug")
+        if not self.main:
+            return
         checkpoint.save_checkpoint(
             path, config=self.cfg.to_dict(), step=self.step, modules=self.modules,
             optimizers={"opt_G": self.opt_G, "opt_D": self.opt_D}, tensors=tensors,
             state={**self.state, "sched": self.sched, "sampler": sampler_state,
                    "size": self.size, "channels": self.channels, "data_key": self.ds.key,
-                   "data_split": self.ds.split})
+                   "data_split": self.ds.split, "world": self.dist.world,
+                   "rank_digests": digests})
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         saved = ckpt.meta["state"]
@@ -142,12 +167,16 @@ class Trainer:
         self.state.update({k: saved[k] for k in self.state if k in saved})
         self.sampler.restore(saved["sampler"], ckpt.tensors["rng.data_epoch"])
         self.noise.set_state(ckpt.tensors["rng.noise"])
-        torch.set_rng_state(ckpt.tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in ckpt.tensors:
-            torch.cuda.set_rng_state(ckpt.tensors["rng.cuda"], self.device)
+        rank = self.dist.rank
+        torch.set_rng_state(ckpt.tensors.get(f"rng.torch.rank{rank}", ckpt.tensors["rng.torch"])
+                            if rank else ckpt.tensors["rng.torch"])
+        cuda_rng = ckpt.tensors.get(f"rng.cuda.rank{rank}")
+        if self.device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
         self.z_fixed = ckpt.tensors["z_fixed"]
         self._set_lr()
-        _trim_log(self.run_dir / "metrics.jsonl", self.step)
+        if self.main:
+            _trim_log(self.run_dir / "metrics.jsonl", self.step)
 
     def _set_lr(self) -> None:
         for opt, lr in ((self.opt_G, self.cfg.lr_g), (self.opt_D, self.cfg.lr_d)):
@@ -160,9 +189,17 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
+    def latents(self) -> torch.Tensor:
+        """This process's slice of the global batch of latents: [batch_size / world, z_dim]."""
+        z = self.variant.sample_z(self.cfg.batch_size, self.cfg, self.noise, self.device)
+        return z[self.dist.rank::self.dist.world]
+
+    def real_batch(self) -> torch.Tensor:
+        return self.sampler.next(self.cfg.batch_size, self.dist.rank, self.dist.world)
+
     def d_step(self, real: torch.Tensor) -> None:
         cfg, D, opt = self.cfg, self.D, self.opt_D
-        z = self.variant.sample_z(real.shape[0], cfg, self.noise, self.device)
+        z = self.latents()
         with torch.no_grad(), self.autocast():
             fake = self.G(z)
         with self.autocast():
@@ -170,23 +207,25 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss_D).backward()
         self.scaler.unscale_(opt)
+        dist_.all_reduce_grads(D, self.dist)
         s["grad_norm_D"] = grad_norm(D)
         self.scaler.step(opt)
         self.scaler.update()
         self.variant.after_d_step(self.nets, cfg)
         self._record(s)
         self.sched["d_steps"] += 1
-        self.sched["kimg"] += real.shape[0] / 1000
+        self.sched["kimg"] += cfg.batch_size / 1000
 
     def g_step(self) -> None:
         cfg, G, opt = self.cfg, self.G, self.opt_G
-        z = self.variant.sample_z(cfg.batch_size, cfg, self.noise, self.device)
+        z = self.latents()
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
             loss_G, s = self.variant.g_loss(self.nets, cfg, G(z))
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss_G).backward()
         self.scaler.unscale_(opt)
+        dist_.all_reduce_grads(G, self.dist)
         s["grad_norm_G"] = grad_norm(G)
         self.scaler.step(opt)
         self.scaler.update()
@@ -205,9 +244,12 @@ class Trainer:
         """Adaptive schedule: is D losing on this minibatch (G fools it at least as often as
         D is right)?"""
         with torch.no_grad(), self.autocast():
-            z = self.variant.sample_z(real.shape[0], self.cfg, self.noise, self.device)
-            j = self.variant.judge(self.cfg, self.D(real).float(), self.D(self.G(z)).float())
-        return bool(j["g_fool_rate"] >= 0.5 * (j["d_acc_real"] + j["d_acc_fake"]))
+            j = self.variant.judge(self.cfg, self.D(real).float(),
+                                   self.D(self.G(self.latents())).float())
+        acc_real, acc_fake, fool = dist_.all_reduce_mean(
+            [float(j["d_acc_real"]), float(j["d_acc_fake"]), float(j["g_fool_rate"])],
+            self.dist, self.device)
+        return fool >= 0.5 * (acc_real + acc_fake)
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -227,8 +269,12 @@ class Trainer:
                "time_s": round(t_now - self.t_start, 3),
                "images_per_s": round((sched["kimg"] - self.kimg_log) * 1000
                                      / max(t_now - self.t_log, 1e-9), 1),
-               "lr_scale": self.state["lr_scale"],
-               **{k: round(v, 6) if math.isfinite(v) else v for k, v in self.stats.pop().items()}}
+               "lr_scale": self.state["lr_scale"]}
+        stats = self.stats.pop()
+        keys = sorted(stats)  # the same keys on every process: the same steps ran everywhere
+        values = dist_.all_reduce_mean([stats[k] for k in keys], self.dist, self.device)
+        rec.update({k: round(v, 6) if math.isfinite(v) else v
+                    for k, v in zip(keys, values, strict=True)})
         if self.cfg.schedule == "adaptive":
             total = max(1, sched["d_choices"] + sched["g_choices"])
             rec["g_choice_rate"] = round(sched["g_choices"] / total, 4)
@@ -248,7 +294,22 @@ class Trainer:
         return self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3)
 
     def interval(self) -> Problem | None:
-        """At every sample interval: grid, collapse check, evaluation, checkpoint, plots."""
+        """At every sample interval: grid, collapse check, evaluation, checkpoint, plots.
+        Rank 0 does the work; the outcome is shared with every process."""
+        for m in self.modules.values():
+            dist_.broadcast_buffers(m, self.dist)
+        problem = self._interval_main() if self.main else None
+        problem = dist_.broadcast_object(problem, self.dist)
+        if problem is None:
+            self.save(self.latest)
+            if self.main:
+                if self.improved:
+                    _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
+                plots.plot_run(self.run_dir)
+        return problem
+
+    def _interval_main(self) -> Problem | None:
+        self.improved = False
         fake = self.grid_images()
         save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", to_uint8(fake),
                   upscale=2 if self.size < 64 else 0)
@@ -257,7 +318,6 @@ class Trainer:
             if problem is not None:
                 return problem
         every = self.cfg.eval_every or self.cfg.sample_every
-        improved = False
         if self.step % every == 0 or self.step == self.cfg.steps:
             results = self.evaluate()
             if results is not None:
@@ -266,11 +326,7 @@ class Trainer:
                 fid = results["fid"]
                 if self.state["best_fid"] is None or fid < self.state["best_fid"]:
                     self.state["best_fid"], self.state["best_step"] = fid, self.step
-                    improved = True
-        self.save(self.latest)
-        if improved:
-            _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
-        plots.plot_run(self.run_dir)
+                    self.improved = True
         return None
 
     def handle(self, problem: Problem) -> None:
@@ -279,7 +335,8 @@ class Trainer:
         record = {"kind": "health", "step": problem.step, "problem": problem.kind,
                   "detail": problem.detail}
         if cfg.on_problem == "stop" or self.state["rollbacks"] >= cfg.max_rollbacks:
-            io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": "stop"})
+            if self.main:
+                io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": "stop"})
             why = "" if cfg.on_problem == "stop" else f" after {cfg.max_rollbacks} rollbacks"
             raise TrainingStopped(f"stopped{why}: {problem.message()}. The last good "
                                   f"checkpoint is {self.latest}")
@@ -294,15 +351,23 @@ class Trainer:
         if self.health is not None:
             self.health.stuck_since = None
         action = f"rolled back to step {ckpt.step}, learning rates x{scale:g}"
-        io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": action})
-        tqdm.write(f"ganforge: {problem.kind} at step {problem.step} ({problem.detail}); {action}")
+        if self.main:
+            io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": action})
+            tqdm.write(f"ganforge: {problem.kind} at step {problem.step} ({problem.detail}); "
+                       f"{action}")
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
-        io.write_json(self.run_dir / "config.json", cfg.to_dict())
-        if not self.latest.exists():
+        if self.main:
+            io.write_json(self.run_dir / "config.json", cfg.to_dict())
+        if self.dist.enabled and self.main:
+            per = cfg.batch_size // self.dist.world
+            print(f"data-parallel: {self.dist.world} processes x {per} images = global batch "
+                  f"{cfg.batch_size}; learning rates as configured (the global batch is what "
+                  "the config sets, so no scaling rule applies)")
+        if self.step == 0 and not dist_.broadcast_object(self.latest.exists(), self.dist):
             self.save(self.latest)  # step 0: a rollback target from the start
         self.G.train()
         self.D.train()
@@ -317,17 +382,17 @@ class Trainer:
                 break
             ran = True
             if cfg.schedule == "adaptive":
-                real = self.sampler.next(cfg.batch_size)
+                real = self.real_batch()
                 if self.d_is_losing(real):
                     sched["d_choices"] += 1
                     self.d_step(real)
                     for _ in range(cfg.adaptive_d_steps - 1):
-                        self.d_step(self.sampler.next(cfg.batch_size))
+                        self.d_step(self.real_batch())
                     continue
                 sched["g_choices"] += 1
             else:
                 for _ in range(cfg.n_critic):
-                    self.d_step(self.sampler.next(cfg.batch_size))
+                    self.d_step(self.real_batch())
             self.g_step()
             self.step += 1
             if self.fault_hook is not None:
@@ -336,11 +401,13 @@ class Trainer:
             problem = None
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rec = self.log_interval(time.monotonic())
-                nonfinite = float(self.nonfinite)
+                (nonfinite,) = dist_.all_reduce_mean([float(self.nonfinite)], self.dist,
+                                                     self.device)
                 self.nonfinite.zero_()
                 if self.health is not None:
                     problem = self.health.check_interval(self.step, rec, nonfinite)
-                if problem is None:
+                problem = dist_.broadcast_object(problem, self.dist)
+                if problem is None and self.main:
                     io.append_jsonl(self.run_dir / "metrics.jsonl", rec)
                     bar.set_postfix(loss_D=f"{rec.get('loss_D', 0):.3f}",
                                     loss_G=f"{rec.get('loss_G', 0):.3f}",
@@ -392,18 +459,27 @@ def train(cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
     the user set, checked against the saved config). `fault_hook(trainer)` runs after every
     generator step: a hook for tests that inject faults."""
     run_dir = Path(run_dir)
+    pref = cfg.device if cfg is not None else (overrides or {}).get("device", "auto")
+    d, device = dist_.init(pref)
     created = not run_dir.exists()
-    lock = RunLock(run_dir)
+    lock = RunLock(run_dir) if d.main else None
     try:
         cfg, ckpt = _prepare_run(run_dir, cfg, resume, overrides or {})
-        trainer = Trainer(cfg, run_dir, progress, fault_hook)
+        dist_.barrier(d)  # everyone has checked the run directory before anyone writes
+        trainer = Trainer(cfg, run_dir, progress, fault_hook, dist=d,
+                          device=device if d.enabled else None)
         if ckpt is not None:
             trainer.restore(ckpt)
-        return trainer.run()
+        result = trainer.run()
+        if d.enabled:  # leave together: a peer vanishing mid-teardown aborts gloo
+            dist_.barrier(d)
+            dist_.shutdown()
+        return result
     finally:
-        lock.release()
-        if created and [p.name for p in run_dir.iterdir()] == ["train.lock"]:
-            shutil.rmtree(run_dir)  # a run that failed before writing anything leaves no trace
+        if lock is not None:
+            lock.release()
+            if created and [p.name for p in run_dir.iterdir()] == ["train.lock"]:
+                shutil.rmtree(run_dir)  # a run that failed before writing anything: no trace
 
 
 def _trim_log(path: Path, step: int) -> None:

@@ -50,7 +50,8 @@ class BatchSampler:
         self.epoch_state = self.gen.get_state()
         self.perm = torch.randperm(len(self.images), generator=self.gen)
 
-    def next(self, n: int) -> torch.Tensor:
+    def next(self, n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """The next global batch of n images, or this process's slice of it (rank::world)."""
         parts = []
         while n > 0:
             if self.pos == len(self.perm):
@@ -59,7 +60,7 @@ class BatchSampler:
             take = min(n, len(self.perm) - self.pos)
             parts.append(self.perm[self.pos:self.pos + take])
             self.pos, n = self.pos + take, n - take
-        idx = torch.cat(parts).to(self.images.device)
+        idx = torch.cat(parts)[rank::world].to(self.images.device)
         return self.images[idx].float().div_(127.5).sub_(1.0)  # [n, C, H, W] in [-1, 1]
 
     def state(self) -> tuple[dict[str, int], torch.Tensor]:

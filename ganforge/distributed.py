@@ -1,0 +1,132 @@
+"""Data-parallel training across processes with torch.distributed, launched by `torchrun`.
+
+    torchrun --nproc_per_node 2 -m ganforge train --data DATA --variant wgan-gp --out RUN
+
+The same command runs on one CPU, one GPU, several GPUs or several machines (`--nnodes`,
+`--rdzv_backend c10d --rdzv_endpoint HOST:PORT`); the backend follows the device (NCCL on
+GPUs, gloo on CPUs).
+
+How the work is split: `batch_size` is the *global* batch. Every process draws the same global
+permutation of the data and the same global latents, and takes its own slice of each (rank::world),
+so N processes see exactly the images and latents one process would see, and the learning
+rates stay as configured. After each backward pass the gradients are averaged across processes
+with one all-reduce of a flat buffer (as StyleGAN3 does) rather than by wrapping the networks in
+`DistributedDataParallel`: the gradient penalty's double backward, the generator step's D
+forward (which must not all-reduce D gradients) and `requires_grad_` toggling then need no
+special cases. Weights stay identical on every process because every process applies the same
+averaged gradients; EMA and weight clipping run identically everywhere. BatchNorm statistics
+are per process (rank 0's are broadcast before every snapshot). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device_name: str) -> tuple[Dist, str]:
+    """Join the process group when launched by torchrun; returns (Dist, device name)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device_name
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available() or \
+        device_name.startswith("cuda")
+    if use_cuda:
+        device_name = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(minutes=10))
+    return Dist(rank, world, local_rank), device_name
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_grads(module: nn.Module, d: Dist) -> None:
+    """Average the gradients of `module` across processes with one flat all-reduce."""
+    if not d.enabled:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce(flat)
+    flat.div_(d.world)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def all_reduce_mean(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    if not d.enabled or not values:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / d.world).tolist()
+
+
+def broadcast_buffers(module: nn.Module, d: Dist) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics)."""
+    if d.enabled:
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+def gather_object(obj: Any, d: Dist) -> list[Any]:
+    """Every process's `obj` (e.g. its RNG state), on every process."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def digest(modules: dict[str, nn.Module]) -> str:
+    """A hash of all parameters: equal on every process when they are in sync."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        for p in modules[name].parameters():
+            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
