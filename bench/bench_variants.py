@@ -37,7 +37,7 @@ def main() -> None:
                                  "log_every": 10, "sample_every": args.steps, "eval_n": 0,
                                  "device": args.device}])
             train(cfg, tmp / name, progress=False)
-            recs = [json.loads(x) for x in (tmp / name / "metrics.jsonl").read_text().split()]
+            recs = [json.loads(x) for x in (tmp / name / "metrics.jsonl").read_text().splitlines()]
             speeds = [r["images_per_s"] for r in recs if r.get("kind") == "train"][1:]
             ips = sum(speeds) / len(speeds)
             print(f"{name:8s} {ips:8.0f} img/s  (batch {cfg.batch_size}, n_critic "

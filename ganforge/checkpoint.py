@@ -1,13 +1,13 @@
 """Checkpoints: one safetensors file holding tensors only, plus a JSON header with plain values.
 
 Loading never unpickles anything, so a checkpoint someone hands you cannot run code. Every
-tensor is covered by a SHA-256 content hash stored in the header and verified on load, and
-files are written atomically (temp file + rename), so a kill at any moment leaves the previous
-checkpoint intact.
+tensor is covered by a SHA-256 content hash stored in the header, and the header's own values
+(step, config, schedule state) by a second one; both are verified on load. Files are written
+atomically (temp file + rename), so a kill at any moment leaves the previous checkpoint intact.
 
 Layout of the tensor names:  G.<param>  D.<param>  G_ema.<param>  opt_G.<idx>.<state>
 opt_D.<idx>.<state>  rng.<stream>  z_fixed.  The header (`__metadata__["ganforge"]`) holds
-{format, config, step, state, optimizers' param groups, content_sha256}.
+{format, config, step, state, optimizers' param groups, content_sha256, header_sha256}.
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _header_digest(meta: dict[str, Any]) -> str:
+    plain = {k: v for k, v in meta.items() if k not in ("content_sha256", "header_sha256")}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
 def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True).contiguous()
 
@@ -108,28 +113,33 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
     for k, v in tensors.items():
         out[k] = _cpu(v)
     meta = {"format": FORMAT, "config": config, "step": int(step), "state": state,
-            "optimizers": opt_meta, "content_sha256": _digest(out)}
-    payload = st_save(out, metadata={"ganforge": json.dumps(meta, default=io._json_default)})
+            "optimizers": opt_meta}
+    meta = json.loads(json.dumps(meta, default=io._json_default))  # the values a reader sees
+    meta.update(content_sha256=_digest(out), header_sha256=_header_digest(meta))
+    payload = st_save(out, metadata={"ganforge": json.dumps(meta)})
     io.write_bytes(path, payload)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint; any problem is one GanforgeError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise GanforgeError(f"{path} is a directory, not a checkpoint file")
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise GanforgeError(f"{path} is not a regular file, not a checkpoint")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise GanforgeError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise GanforgeError(f"{path} is a directory, not a checkpoint file") from None
     except OSError as e:
-        raise GanforgeError(f"cannot read checkpoint {path}: {e}") from None
+        raise GanforgeError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     meta = _read_header(path, raw)
     try:
         tensors = st_load(raw)
+        digest = _digest(tensors)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise GanforgeError(f"{path} is damaged or truncated ({e})") from None
-    if _digest(tensors) != meta.get("content_sha256"):
+    if digest != meta.get("content_sha256"):
         raise GanforgeError(f"{path} failed its content check: the file was modified or "
                             "damaged after it was written")
     return Checkpoint(path=path, tensors=tensors, meta=meta)
@@ -145,10 +155,20 @@ def _read_header(path: Path, raw: bytes) -> dict[str, Any]:
     try:
         header = json.loads(raw[8 : 8 + n])
         meta = json.loads(header["__metadata__"]["ganforge"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise GanforgeError(f"{bad} (no ganforge header)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise GanforgeError(f"{bad} (unknown format {meta.get('format')!r})")
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise GanforgeError(f"{bad} (unknown format {found!r})")
+    if "header_sha256" in meta and meta["header_sha256"] != _header_digest(meta):
+        raise GanforgeError(f"{path} failed its header check: the file was modified or "
+                            "damaged after it was written")
+    shape = {"config": dict, "step": int, "state": dict, "optimizers": dict,
+             "content_sha256": str}
+    wrong = [k for k, kind in shape.items() if not isinstance(meta.get(k), kind)]
+    if wrong or meta["step"] < 0:
+        raise GanforgeError(f"{bad} (header field {(wrong or ['step'])[0]!r} is missing or "
+                            "invalid)")
     return meta
 
 

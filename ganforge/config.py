@@ -76,7 +76,8 @@ class TrainConfig:
     eval_every: int = _f(0, "generator steps between quick FID/KID evaluations (0 = at every "
                          "sample interval)", min=0)
     eval_n: int = _f(0, "generated images per quick FID/KID evaluation (0 = off)", min=0)
-    seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0)
+    seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0,
+                   max=2**62)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
     amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
                   choices=("off", "bf16", "fp16"))
@@ -106,14 +107,22 @@ class TrainConfig:
                 raise GanforgeError(f"config key '{f.name}' must be one of {opts}, got {value!r}")
             if "min" in meta and value < meta["min"]:
                 raise GanforgeError(f"config key '{f.name}' must be >= {meta['min']}, got {value}")
-            if "max" in meta and value > meta["max"]:
-                raise GanforgeError(f"config key '{f.name}' must be <= {meta['max']}, got {value}")
+            top = meta.get("max", INT_MAX if isinstance(value, int) else None)
+            if top is not None and value > top:
+                raise GanforgeError(f"config key '{f.name}' must be <= {top}, got {_short(value)}")
+            if isinstance(value, str) and not value.strip():
+                raise GanforgeError(f"config key '{f.name}' must not be empty")
         if self.size and not 8 <= self.size <= 1024:
             raise GanforgeError(f"config key 'size' must be between 8 and 1024, got {self.size}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Any int key without its own `max`: beyond this a value is a mistake, and torch's RNGs and
+# the explorer's JSON (float64 in a browser) could not hold it.
+INT_MAX = 2**53
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -126,15 +135,27 @@ def _field_type(name: str) -> type:
     return hint
 
 
-def coerce(name: str, value: Any) -> Any:
+def _short(value: Any) -> str:
+    """repr() for an error message, cut to a readable length."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def coerce(name: str, value: Any, *, typed: bool = False) -> Any:
     """Check `name` is a config key and turn `value` (a string from the CLI, or a JSON/TOML
-    value) into its type. Raises one GanforgeError naming the key on any problem."""
-    if name not in FIELDS:
+    value) into its type. `typed`: the value comes from a typed file, where a string is only
+    accepted for string keys. Raises one GanforgeError naming the key on any problem."""
+    if not isinstance(name, str) or name not in FIELDS:
         close = difflib.get_close_matches(name, FIELDS, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise GanforgeError(f"unknown config key '{name}'{hint}")
+        raise GanforgeError(f"unknown config key {_short(name)}{hint}")
     kind = _field_type(name)
     try:
+        if typed and isinstance(value, str) and kind is not str:
+            raise ValueError
         if kind is bool:
             if isinstance(value, str):
                 if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -159,7 +180,7 @@ def coerce(name: str, value: Any) -> Any:
         pass
     raise GanforgeError(
         f"config key '{name}' expects {'an' if kind is int else 'a'} {kind.__name__}, "
-        f"got {value!r}"
+        f"got {_short(value)}"
     )
 
 
@@ -179,19 +200,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into checked overrides."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is fine
     except FileNotFoundError:
         raise GanforgeError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise GanforgeError(f"cannot read config file {path}: {e}") from None
+    toml = path.suffix.lower() == ".toml"
     try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        raise GanforgeError(f"config file {path} is not valid {kind}: {e}") from None
+        raw = tomllib.loads(text) if toml else json.loads(text)
+    except (ValueError, RecursionError) as e:  # decode errors, 5000-digit numbers, deep nesting
+        kind = "TOML" if toml else "JSON"
+        raise GanforgeError(f"config file {path} is not valid {kind}: "
+                            f"{str(e) or type(e).__name__}") from None
     if not isinstance(raw, dict):
-        raise GanforgeError(f"config file {path} must hold a table/object of KEY: VALUE")
-    return {k: coerce(k, v) for k, v in raw.items()}
+        raise GanforgeError(f"config file {path} must hold a table/object of KEY: VALUE "
+                            f"(found {type(raw).__name__})")
+    return {k: coerce(k, v, typed=True) for k, v in raw.items()}
 
 
 # Presets: a variant plus tuned overrides. `ganforge train --preset NAME`.

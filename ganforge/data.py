@@ -1,8 +1,11 @@
 """Data preparation: images on disk -> a compact uint8 cache, decoded once.
 
 A prepared data directory holds `images.npy` (uint8 [N, H, W, C]), optionally `labels.npy`
-(int64 [N]) and `meta.json` (source, counts, skipped files and why, content hash). `meta.json`
-is written last, so a directory without it is an unfinished cache and is never used.
+(int64 [N]) and `meta.json` (source, counts, skipped files and why, content hash, and the names
+of the array files). `meta.json` is written last, so a directory without it is an unfinished
+cache and is never used; preparing again into the same directory writes the new arrays beside
+the old ones (`images-b.npy` ...) and switches `meta.json` over last, so a kill or a full disk at
+any moment leaves the previous cache or the new one, each complete and loadable.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ganforge import io
@@ -39,6 +42,13 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 # Refuse absurd dimensions before decoding (decompression bombs); 8k x 8k is plenty for a GAN.
 MAX_PIXELS = 64_000_000
+# The two sets of array names a cache alternates between (see the module docstring).
+CACHE_FILES = ({"images": "images.npy", "labels": "labels.npy"},
+               {"images": "images-b.npy", "labels": "labels-b.npy"})
+
+
+class _Skip(ValueError):
+    """A file is not used; the message is the reason given in the prepare report."""
 
 
 @dataclass
@@ -169,35 +179,55 @@ def _to_array(img: Image.Image, channels: int, size: int, crop: float) -> np.nda
 def _load_image(path: Path, channels: int, size: int, crop: float) -> np.ndarray:
     """One file -> array; raises ValueError with a short reason when the file must be skipped."""
     try:
-        if path.stat().st_size == 0:
-            raise ValueError("empty file")
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise _Skip("empty file")
+            return _decode(f, channels, size, crop)
+    except OSError as e:  # open/fstat only: _decode turns its own errors into _Skip
+        raise _Skip(f"unreadable ({e.strerror or type(e).__name__})") from None
+
+
+def _decode(f: Any, channels: int, size: int, crop: float) -> np.ndarray:
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
+            with Image.open(f) as img:
+                w, h = img.size  # from the header: nothing is decoded yet
                 if w * h > MAX_PIXELS:
-                    raise ValueError(f"too large ({w}x{h} pixels)")
+                    raise _Skip(f"too large ({w}x{h} pixels)")
                 side = round(min(w, h) * crop)
                 if side < max(2, size // 4):
-                    raise ValueError(f"too small ({w}x{h}; {side}px after crop, need "
-                                     f"{max(2, size // 4)} for size {size})")
+                    raise _Skip(f"too small ({w}x{h}; {side}px after crop, need "
+                                f"{max(2, size // 4)} for size {size})")
+                img.seek(0)  # first frame of animations
                 img.load()
-                return _to_array(img, channels, size, crop)
-    except ValueError:
+                return _to_array(_upright(img), channels, size, crop)
+    except _Skip:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError("too large (decompression bomb)") from None
+        raise _Skip("too large (decompression bomb)") from None
     except Image.UnidentifiedImageError:
-        raise ValueError("not an image (unrecognised format)") from None
+        raise _Skip("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, EOFError) as e:
-        raise ValueError(f"corrupt or truncated ({str(e).strip() or type(e).__name__})") from None
+        raise _Skip(f"corrupt or truncated ({str(e).strip() or type(e).__name__})") from None
     except Exception as e:  # noqa: BLE001 - one bad file must never stop a run
-        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from None
+        raise _Skip(f"unreadable ({type(e).__name__}: {e})") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Photos are often stored sideways with an EXIF Orientation tag: use them the way every
+    viewer shows them. A damaged EXIF block leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - the tag is a hint; the pixels are fine
+        return img
 
 
 def list_images(folder: Path, per_folder: int = 0, limit: int = 0) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    # A dangling or looping symlink is listed (and reported as unreadable), not silently
+    # dropped; a directory, FIFO or device with an image name is not a file and is ignored.
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and (p.is_file() or p.is_symlink() and not p.exists()))
     if per_folder:
         taken: dict[Path, int] = defaultdict(int)
         kept = []
@@ -302,15 +332,33 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
     }
     if labels is not None and name == "fashion-mnist":
         meta["classes"] = FASHION_MNIST_CLASSES
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)  # the cache is unfinished until meta is back
-    io.write_npy(out / "images.npy", images)
-    if labels is not None:
-        io.write_npy(out / "labels.npy", labels)
-    else:
-        (out / "labels.npy").unlink(missing_ok=True)
-    io.write_json(out / "meta.json", meta)
+    _write_cache(out, images, labels, meta)
     return load_dataset(out)
+
+
+def _write_cache(out: Path, images: np.ndarray, labels: np.ndarray | None,
+                 meta: dict[str, Any]) -> None:
+    """Write the arrays under the names the current meta.json does not use, then replace
+    meta.json (the commit), then remove the old arrays: the previous cache stays loadable until
+    the new one is complete, whatever happens in between."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GanforgeError(f"cannot create the data directory {out}: {e.strerror}") from None
+    try:  # the array names of the finished cache there now (older caches: the plain names)
+        current = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+        in_use = current.get("files", CACHE_FILES[0])["images"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        in_use = None
+    files = dict(CACHE_FILES[1] if in_use == CACHE_FILES[0]["images"] else CACHE_FILES[0])
+    io.write_npy(out / files["images"], images)
+    if labels is not None:
+        io.write_npy(out / files["labels"], labels)
+    else:
+        del files["labels"]
+    io.write_json(out / "meta.json", {**meta, "files": files})
+    for name in {n for pair in CACHE_FILES for n in pair.values()} - set(files.values()):
+        (out / name).unlink(missing_ok=True)
 
 
 def _cap(images: np.ndarray, labels: np.ndarray | None, limit: int):
@@ -337,14 +385,21 @@ def describe(ds: Dataset) -> str:
     """The prepare report: how many files were used and which were skipped and why."""
     m = ds.meta
     lines = [f"prepared {m['count']} images ({m['size']}x{m['size']}, {m['channels']} channel"
-             f"{'s' if m['channels'] > 1 else ''}) from {m['source']} into {ds.path}"]
+             f"{'s' if m['channels'] > 1 else ''}) from {_printable(m['source'])} into "
+             f"{_printable(str(ds.path))}"]
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} of {m['files_seen']} files:")
         for s in m["skipped"][:20]:
-            lines.append(f"  {s['path']}: {s['reason']}")
+            lines.append(f"  {_printable(s['path'])}: {s['reason']}")
         if len(m["skipped"]) > 20:
             lines.append(f"  ... and {len(m['skipped']) - 20} more (see {ds.path}/meta.json)")
     return "\n".join(lines)
+
+
+def _printable(name: str) -> str:
+    """A file name that is not valid UTF-8 (kept by Python as surrogates) with its undecodable
+    bytes shown as \\xNN escapes, so printing it cannot fail."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,11 +416,18 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
                             "run `ganforge prepare` on it first") from None
     except (OSError, json.JSONDecodeError) as e:
         raise GanforgeError(f"{path}/meta.json is unreadable: {e}") from None
+    if not isinstance(meta, dict):
+        raise GanforgeError(f"{path}/meta.json is not a data cache description; prepare again")
+    files = meta.get("files", CACHE_FILES[0])
+    known = {n for pair in CACHE_FILES for n in pair.values()}  # never a path from the file
+    if not (isinstance(files, dict) and files.get("images") in known
+            and files.get("labels", "labels.npy") in known):
+        raise GanforgeError(f"{path}/meta.json names unexpected files {files!r}; prepare again")
     try:
-        images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
-        labels = (np.load(path / "labels.npy", allow_pickle=False)
+        images = np.load(path / files["images"], mmap_mode="r", allow_pickle=False)
+        labels = (np.load(path / files["labels"], allow_pickle=False)
                   if meta.get("has_labels") else None)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise GanforgeError(f"the cache in {path} is damaged ({e}); prepare it again") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != meta.get("count"):
         raise GanforgeError(f"the cache in {path} does not match its meta.json; prepare it again")
@@ -376,10 +438,22 @@ def load_dataset(path: str | Path, verify: bool = True) -> Dataset:
     return Dataset(path=path, images=images, labels=labels, meta=meta)
 
 
+def _size_mtime(p: Path) -> tuple[int, int]:
+    try:
+        st = p.stat()
+    except OSError:  # a dangling link: prepare reports it
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
+
+
 def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
             progress: bool = True) -> Dataset:
     """What `train --data` accepts: a prepared dir, or a source prepared on the fly (cached)."""
     path = Path(data)
+    if path.is_dir() and not (path / "meta.json").exists() and any(
+            (path / n).exists() for pair in CACHE_FILES for n in pair.values()):
+        raise GanforgeError(f"{data} is an unfinished prepared data directory (no meta.json: "
+                            "its prepare was interrupted); run `ganforge prepare` again")
     if path.is_dir() and (path / "meta.json").exists():
         ds = load_dataset(path)
         if (size and ds.size != size) or (channels and ds.channels != channels):
@@ -392,7 +466,7 @@ def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
         ident = f"{data}|{size}|{channels}|{crop}"
     elif path.exists():
         files = list_images(path) if path.is_dir() else [path]
-        listing = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        listing = [(str(p), *_size_mtime(p)) for p in files]
         ident = json.dumps([str(path.resolve()), size, channels, crop, listing])
     else:
         raise GanforgeError(f"data source not found: {data}")
