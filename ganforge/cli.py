@@ -1,4 +1,5 @@
-"""The `ganforge` command line: prepare | train | sample | interpolate | evaluate | serve.
+"""The `ganforge` command line: prepare | train | sample | interpolate | translate | evaluate |
+serve.
 
 User mistakes become one line on stderr and exit status 2; nothing is half-written.
 """
@@ -18,16 +19,28 @@ EPILOG = {
   ganforge prepare fashion-mnist --out data/fmnist
   ganforge prepare fashion-mnist:test --out data/fmnist-test
   ganforge prepare ~/photos/faces --out data/faces --size 64 --crop 0.5 --per-folder 2 --limit 2000
+  ganforge prepare ~/sprites-by-class --labelled --out data/sprites   # one sub-folder per class
+  ganforge prepare ~/facades --paired --out data/facades    # DIR/A + DIR/B, or side-by-side AB
+  ganforge prepare fashion-mnist-edges --out data/edges     # built-in pairs: edges -> item
 """,
     "train": """examples:
   ganforge train --preset fast --minutes 5 --out runs/fast
   ganforge train --data data/faces --variant wgan-gp --steps 20000 --out runs/faces
   ganforge train --data ~/sprites --variant sngan --set batch_size=128 --set ema=0.999 --out runs/s
   ganforge train --out runs/faces --resume --steps 40000
+  ganforge train --variant cgan --data fashion-mnist --steps 5000 --out runs/cgan
+  ganforge train --variant pix2pix --data fashion-mnist-edges --out runs/p2p
+  ganforge train --variant cyclegan --data photos/summer --data-b photos/winter --out runs/cyc
 """,
     "sample": """examples:
   ganforge sample runs/faces --n 64 --grid grid.png
   ganforge sample runs/faces/checkpoints/latest.safetensors --n 100 --out samples/ --seed 7
+  ganforge sample runs/cgan --class Sneaker --n 16 --grid sneakers.png
+  ganforge sample runs/cgan --n 80 --grid by-class.png     # one row per class
+""",
+    "translate": """examples:
+  ganforge translate runs/p2p --in edges/ --out translated/
+  ganforge translate runs/cyc --in winter.jpg --out out/ --direction b2a
 """,
     "interpolate": """examples:
   ganforge interpolate runs/faces --seeds 1 2 --frames 24 --out walk.gif
@@ -37,6 +50,8 @@ EPILOG = {
   ganforge evaluate runs/fmnist --ref fashion-mnist:test --n 10000 --metrics fid,kid,pr --json
   ganforge evaluate runs/fmnist --ref fashion-mnist --n 2000 --nearest 3
   ganforge evaluate --real data/fmnist-test --fake samples/
+  ganforge evaluate runs/cgan --n-per-class 100      # classifier accuracy + per-class FID
+  ganforge evaluate runs/p2p --n 500                 # FID, L1 and PSNR on the test pairs
 Every figure is printed with its protocol name (fid5k_test = 5,000 generated vs the test
 split), the number of real images and the Inception protocol.
 """,
@@ -71,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("prepare", "turn images on disk into a compact uint8 cache (decoded once)")
     p.add_argument("source", help="image folder, MNIST idx file, or fashion-mnist[:train|:test]")
     p.add_argument("--out", required=True, help="data directory to write")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--labelled", action="store_true",
+                      help="a labelled folder: one sub-folder per class (for cgan)")
+    kind.add_argument("--paired", action="store_true",
+                      help="paired images: DIR/A and DIR/B with matching names, or side-by-side "
+                      "AB images (for pix2pix)")
     _add_common_data_args(p)
     p.add_argument("--limit", type=int, default=0, help="use at most N images (0 = all)")
     p.add_argument("--per-folder", type=int, default=0,
@@ -83,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"config keys (--set KEY=VALUE, or a JSON/TOML --config file):\n{describe_options()}")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--data", help="prepared data dir, image folder, idx file or fashion-mnist")
+    p.add_argument("--data-b", dest="data_b", help="cyclegan: the second domain's images")
     p.add_argument("--variant", help=f"one of {', '.join(REGISTRY)}")
     p.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--config", help="JSON or TOML file of config keys")
@@ -105,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=1.0,
                    help="psi in (0, 1]: scale latents toward the origin (1 = off)")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best, checkpoint")
+    p.add_argument("--class", dest="class_", metavar="K",
+                   help="conditional models: the class (name or index); default: one row per "
+                   "class")
+
+    p = cmd("translate", "translate image files or folders with a pix2pix / CycleGAN model")
+    p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
+    p.add_argument("--in", dest="inputs", required=True, help="an image file or a folder")
+    p.add_argument("--out", required=True, help="folder for the translated PNGs")
+    p.add_argument("--direction", default="a2b", choices=("a2b", "b2a"),
+                   help="a2b (default) or, for CycleGAN, b2a")
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best, checkpoint")
+    p.add_argument("--device", default="cpu")
 
     p = cmd("interpolate", "an animated walk between two latent points (GIF) or a grid")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -128,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write nearest.png: 16 samples beside their K nearest training "
                    "images (memorisation check)")
     p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--n-per-class", type=int, default=100,
+                   help="conditional models: generated images per class (default 100)")
+    p.add_argument("--no-fid", action="store_true",
+                   help="conditional models: classifier accuracy only, no per-class FID")
+    p.add_argument("--direction", default="a2b", choices=("a2b", "b2a"),
+                   help="translation models: which direction to score")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
@@ -157,8 +197,8 @@ def _train(args: argparse.Namespace) -> None:
     explicit: dict[str, Any] = {}
     if args.config:
         explicit.update(C.load_config_file(args.config))
-    for key in ("data", "variant", "steps", "minutes", "seed", "device", "size", "channels",
-                "crop"):
+    for key in ("data", "data_b", "variant", "steps", "minutes", "seed", "device", "size",
+                "channels", "crop"):
         value = getattr(args, key)
         if value is not None:
             explicit[key] = C.coerce(key, value)
@@ -186,11 +226,19 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from ganforge import data
+    from ganforge import data, data_cond
 
-    ds = data.prepare(args.source, args.out, size=args.size or 0, channels=args.channels or 0,
-                      crop=args.crop if args.crop is not None else 1.0, limit=args.limit,
-                      per_folder=args.per_folder, progress=not args.no_progress)
+    common = dict(size=args.size or 0, channels=args.channels or 0,
+                  crop=args.crop if args.crop is not None else 1.0, progress=not args.no_progress)
+    if args.paired or args.source.split(":")[0] == data_cond.EDGES:
+        pairs = data_cond.prepare_paired(args.source, args.out, limit=args.limit, **common)
+        print(data_cond.describe_paired(pairs))
+        return
+    if args.labelled:
+        ds = data_cond.prepare_labelled(args.source, args.out, **common)
+    else:
+        ds = data.prepare(args.source, args.out, limit=args.limit, per_folder=args.per_folder,
+                          **common)
     print(data.describe(ds))
 
 
@@ -200,10 +248,33 @@ def _sample(args: argparse.Namespace) -> None:
     if not args.out and not args.grid:
         raise GanforgeError("give --out DIR (PNG files) and/or --grid FILE")
     gen = load_generator(args.checkpoint, prefer="latest" if args.latest else "best")
-    write_samples(gen, args.n, args.out, seed=args.seed, truncation=args.truncation,
-                  grid=args.grid)
+    images = write_samples(gen, args.n, args.out, seed=args.seed, truncation=args.truncation,
+                           grid=args.grid, class_=args.class_)
     where = " and ".join(x for x in (args.out and f"{args.out}/", args.grid) if x)
-    print(f"wrote {args.n} samples from {gen.path} (step {gen.step}) to {where}")
+    which = ""
+    if gen.kind == "conditional":
+        which = (f" of class {gen.classes[gen.class_index(args.class_)]!r}"
+                 if args.class_ is not None else f", one row per class ({len(gen.classes)})")
+    print(f"wrote {len(images)} samples{which} from {gen.path} (step {gen.step}) to {where}")
+
+
+def _translate(args: argparse.Namespace) -> None:
+    from ganforge.data import _printable
+    from ganforge.sample import load_generator
+    from ganforge.translate import translate_files
+
+    gen = load_generator(args.checkpoint, device=args.device,
+                         prefer="latest" if args.latest else "best")
+    report = translate_files(gen, args.inputs, args.out, args.direction)
+    print(f"translated {len(report.written)} images ({args.direction}, {gen.size}x{gen.size} "
+          f"{'gray' if gen.channels == 1 else 'RGB'}) with {gen.path} (step {gen.step}) into "
+          f"{args.out}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} files:")
+        for name, why in report.skipped[:20]:
+            print(f"  {_printable(name)}: {why}")
+    if not report.written:
+        raise GanforgeError(f"none of the files under {args.inputs} could be translated")
 
 
 def _interpolate(args: argparse.Namespace) -> None:
@@ -236,7 +307,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": _prepare, "train": _train, "sample": _sample,
-            "interpolate": _interpolate, "evaluate": _evaluate, "serve": _serve}
+            "interpolate": _interpolate, "translate": _translate, "evaluate": _evaluate,
+            "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:

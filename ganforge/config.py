@@ -31,6 +31,8 @@ class TrainConfig:
     # what to train
     variant: str = _f("dcgan", "GAN variant (see `ganforge train --help` for the list)")
     data: str = _f("fashion-mnist", "prepared data dir, image folder, idx file or `fashion-mnist`")
+    data_b: str = _f("", "CycleGAN: the second (B) domain's images; empty for other variants",
+                     optional=True)
     size: int = _f(0, "image size in pixels (0 = the data's own size)", min=0, max=1024)
     channels: int = _f(0, "1 or 3 (0 = the data's own)", choices=(0, 1, 3))
     crop: float = _f(1.0, "center-crop fraction used when preparing a folder", min=0.05, max=1.0)
@@ -43,13 +45,26 @@ class TrainConfig:
         "batch", "critic normalisation", choices=("batch", "instance", "layer", "none", "spectral")
     )
     dropout: float = _f(0.3, "dropout in the MLP networks", min=0.0, max=0.95)
+    embed_dim: int = _f(0, "conditional G: label embedding size joined to z (0 = z_dim)",
+                        min=0, max=4096)
+    res_blocks: int = _f(6, "CycleGAN generator: residual blocks at the bottleneck", min=1,
+                         max=64)
     # objective and schedule
-    loss: str = _f("bce", "adversarial loss", choices=("bce", "wasserstein", "hinge"))
+    loss: str = _f("bce", "adversarial loss",
+                   choices=("bce", "wasserstein", "hinge", "lsgan"))
     real_label: float = _f(1.0, "BCE target for real images (0.9 = one-sided smoothing)",
                            min=0.5, max=1.0)
     gp_weight: float = _f(0.0, "gradient-penalty weight λ (WGAN-GP uses 10)", min=0.0)
     clip_value: float = _f(0.0, "clamp critic weights to [-c, c] after each step (0 = off)",
                            min=0.0)
+    l1_weight: float = _f(100.0, "pix2pix: weight λ of the L1 loss to the true target",
+                          min=0.0)
+    cycle_weight: float = _f(10.0, "CycleGAN: weight λ of the cycle-consistency L1 loss",
+                             min=0.0)
+    identity_weight: float = _f(0.0, "CycleGAN: weight of the identity L1 loss "
+                                "(‖G(b) − b‖₁; the paper uses 0.5·λ_cyc, 0 = off)", min=0.0)
+    pool_size: int = _f(50, "CycleGAN: generated images kept in each discriminator's history "
+                        "pool (0 = off)", min=0, max=10000)
     n_critic: int = _f(1, "discriminator steps per generator step", min=1, max=100)
     schedule: str = _f(
         "alternate",
@@ -64,6 +79,8 @@ class TrainConfig:
     lr_d: float = _f(2e-4, "discriminator learning rate", min=0.0, max=1.0)
     beta1: float = _f(0.5, "Adam beta1", min=0.0, max=1.0)
     beta2: float = _f(0.999, "Adam beta2", min=0.0, max=1.0)
+    lr_decay: float = _f(0.0, "decay both learning rates linearly to 0 over this final "
+                         "fraction of the steps (CycleGAN: 0.5)", min=0.0, max=1.0)
     batch_size: int = _f(64, "real images per D step", min=1, max=65536)
     ema: float = _f(0.0, "EMA decay of the generator weights (0 = off, e.g. 0.999)",
                     min=0.0, max=1.0)
@@ -110,7 +127,7 @@ class TrainConfig:
             top = meta.get("max", INT_MAX if isinstance(value, int) else None)
             if top is not None and value > top:
                 raise GanforgeError(f"config key '{f.name}' must be <= {top}, got {_short(value)}")
-            if isinstance(value, str) and not value.strip():
+            if isinstance(value, str) and not value.strip() and not meta.get("optional"):
                 raise GanforgeError(f"config key '{f.name}' must not be empty")
         if self.size and not 8 <= self.size <= 1024:
             raise GanforgeError(f"config key 'size' must be between 8 and 1024, got {self.size}")
@@ -228,6 +245,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wgan": dict(variant="wgan"),
     "wgan-gp": dict(variant="wgan-gp"),
     "sngan": dict(variant="sngan"),
+    "cgan": dict(variant="cgan"),
+    "pix2pix": dict(variant="pix2pix", data="fashion-mnist-edges"),
+    "cyclegan": dict(variant="cyclegan"),
 }
 
 

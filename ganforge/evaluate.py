@@ -26,8 +26,12 @@ def evaluate_generator(ckpt: str, *, ref: str | None = None, n: int = 5000, n_re
                        progress: bool = True, prefer: str = "best", nearest: int = 0,
                        nearest_path: Path | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a run's best/latest) against real data."""
-    from ganforge.metrics import FeatureExtractor, evaluate_images, nearest_training_images, \
-        write_nearest_grid
+    from ganforge.metrics import (
+        FeatureExtractor,
+        evaluate_images,
+        nearest_training_images,
+        write_nearest_grid,
+    )
     from ganforge.metrics.training import generator_batches, reference_subset
     from ganforge.sample import check_truncation, load_generator
     from ganforge.variants import get_variant
@@ -88,6 +92,8 @@ def evaluate_cli(args: argparse.Namespace) -> None:
         if not args.checkpoint:
             raise GanforgeError("give a checkpoint or run directory (or --real and --fake)")
         run_dir = Path(args.checkpoint)
+        if _evaluate_other_kind(args, run_dir):
+            return
         results = evaluate_generator(
             args.checkpoint, ref=args.ref, n=args.n, n_real=args.n_real, metrics=metrics,
             truncation=args.truncation, seed=args.seed, device=args.device,
@@ -104,3 +110,33 @@ def evaluate_cli(args: argparse.Namespace) -> None:
     print(format_results(results))
     if "nearest_grid" in results:
         print(f"nearest training images: {results['nearest_grid']}")
+
+
+def _evaluate_other_kind(args: argparse.Namespace, run_dir: Path) -> bool:
+    """Conditional and translation checkpoints get their own scores; False for the rest."""
+    from ganforge import evaluate_cond as ec
+    from ganforge.sample import load_generator
+
+    gen = load_generator(args.checkpoint, device=args.device,
+                         prefer="latest" if args.latest else "best")
+    if gen.kind == "conditional":
+        results = ec.evaluate_conditional(
+            gen, ref=args.ref, n_per_class=args.n_per_class, fid=not args.no_fid,
+            seed=args.seed, truncation=args.truncation, device=args.device,
+            progress=not args.no_progress)
+        text = ec.format_conditional(results)
+    elif gen.kind == "translation":
+        results = ec.evaluate_translation(gen, ref=args.ref, n=args.n, direction=args.direction,
+                                          device=args.device, progress=not args.no_progress)
+        text = ec.format_translation(results)
+    else:
+        return False
+    results.update(checkpoint=str(gen.path), step=gen.step)
+    if run_dir.is_dir():
+        io.append_jsonl(run_dir / "evaluations.jsonl", results)
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(f"{gen.path} (step {gen.step})")
+        print(text)
+    return True

@@ -37,10 +37,25 @@ def hinge_g(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
+def lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN (Mao et al. 2017), as CycleGAN uses it: E(D(x)−1)² + E D(G(z))²
+    (summed like `bce_d`; the translation variants halve D's objective as the papers do)."""
+    return (real - 1.0).pow(2).mean() + fake.pow(2).mean()
+
+
+def lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return (fake - 1.0).pow(2).mean()
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of two image batches (pix2pix's L1, CycleGAN's cycle loss)."""
+    return (a - b).abs().mean()
+
+
 D_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "bce": bce_d, "wasserstein": wasserstein_d, "hinge": hinge_d}
+    "bce": bce_d, "wasserstein": wasserstein_d, "hinge": hinge_d, "lsgan": lsgan_d}
 G_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "bce": bce_g, "wasserstein": wasserstein_g, "hinge": hinge_g}
+    "bce": bce_g, "wasserstein": wasserstein_g, "hinge": hinge_g, "lsgan": lsgan_g}
 
 
 def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,

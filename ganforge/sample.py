@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io as _io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ MAX_SAMPLES = 100_000
 
 @dataclass
 class LoadedGenerator:
-    """A generator rebuilt from a checkpoint: G (the EMA weights when the run kept them)."""
+    """A generator rebuilt from a checkpoint: G (the EMA weights when the run kept them).
+    `kind`: unconditional, conditional (then `classes` names its labels) or translation."""
 
     G: nn.Module
     config: TrainConfig
@@ -37,30 +38,88 @@ class LoadedGenerator:
     path: Path
     ema: bool
     device: torch.device
+    kind: str = "unconditional"
+    classes: list[str] = field(default_factory=list)
 
     @property
     def z_dim(self) -> int:
         return self.config.z_dim
 
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(getattr(get_variant(self.config.variant), "directions", ()))
+
     def latents(self, n: int, seed: int = 0) -> torch.Tensor:
         """n latent vectors from a seed (the same on every machine): [n, z_dim]."""
+        if self.kind == "translation":
+            raise GanforgeError(f"{self.path} is an image-to-image model "
+                                f"({self.config.variant}): it has no latents; use "
+                                "`ganforge translate`")
         g = torch.Generator().manual_seed(seed)
         return get_variant(self.config.variant).sample_z(n, self.config, generator=g)
 
+    def class_index(self, name_or_index: str | int) -> int:
+        """A class given by index or by name (case-insensitive) -> its index."""
+        if self.kind != "conditional":
+            raise GanforgeError(f"{self.path} is not a class-conditional model; it has no "
+                                "classes")
+        text = str(name_or_index).strip()
+        if text.isdigit() and int(text) < len(self.classes):
+            return int(text)
+        lower = [c.lower() for c in self.classes]
+        if text.lower() in lower:
+            return lower.index(text.lower())
+        listed = ", ".join(f"{i}={c}" for i, c in enumerate(self.classes))
+        raise GanforgeError(f"unknown class {text!r}; this model's classes are {listed}")
+
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, truncation: float = 1.0,
-                 batch_size: int = 256) -> np.ndarray:
-        """Latents [N, z_dim] -> uint8 images [N, H, W, C]."""
+    def generate(self, z: torch.Tensor, truncation: float = 1.0, batch_size: int = 256,
+                 c: torch.Tensor | None = None) -> np.ndarray:
+        """Latents [N, z_dim] (and class indices [N] for a conditional model; default
+        0, 1, 2, ... cycling) -> uint8 images [N, H, W, C]."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise GanforgeError(f"expected latents of shape [N, {self.z_dim}], "
                                 f"got {list(z.shape)}")
         check_truncation(truncation)
+        if c is not None and self.kind != "conditional":
+            raise GanforgeError(f"{self.config.variant} is not a class-conditional model; "
+                                "it takes no class")
+        if self.kind == "conditional":
+            if c is None:
+                c = torch.arange(z.shape[0]) % len(self.classes)
+            c = torch.as_tensor(c, dtype=torch.long).reshape(-1)
+            if c.shape[0] != z.shape[0] or c.min() < 0 or c.max() >= len(self.classes):
+                raise GanforgeError(f"expected {z.shape[0]} class indices in 0.."
+                                    f"{len(self.classes) - 1}")
         out = []
         for i in range(0, z.shape[0], batch_size):
-            x = self.G(z[i:i + batch_size].to(self.device, torch.float32) * truncation)
+            zi = z[i:i + batch_size].to(self.device, torch.float32) * truncation
+            x = self.G(zi) if c is None else self.G(zi, c[i:i + batch_size].to(self.device))
             out.append(to_uint8(x))
         return np.concatenate(out) if out else np.zeros((0, self.size, self.size,
                                                          self.channels), np.uint8)
+
+    @torch.inference_mode()
+    def translate(self, images: np.ndarray, direction: str = "a2b",
+                  batch_size: int = 64) -> np.ndarray:
+        """uint8 images [N, H, W, C] at the model's size -> their translations, same shape."""
+        if self.kind != "translation":
+            raise GanforgeError(f"{self.path} is not an image-to-image model "
+                                f"({self.config.variant}); nothing to translate with")
+        if direction not in self.directions:
+            raise GanforgeError(f"direction {direction!r} is not available for "
+                                f"{self.config.variant}; use {' or '.join(self.directions)}")
+        want = (self.size, self.size, self.channels)
+        if images.ndim != 4 or images.shape[1:] != want:
+            raise GanforgeError(f"expected images of shape [N, {', '.join(map(str, want))}], "
+                                f"got {list(images.shape)}")
+        variant = get_variant(self.config.variant)
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.array(images[i:i + batch_size], dtype=np.uint8))
+            x = x.permute(0, 3, 1, 2).to(self.device, torch.float32) / 127.5 - 1.0
+            out.append(to_uint8(variant.translate(self.G, x, direction)))
+        return np.concatenate(out) if out else images[:0].copy()
 
 
 def check_truncation(truncation: float) -> None:
@@ -80,13 +139,17 @@ def load_generator(path: str | Path, device: str = "cpu", prefer: str = "best",
     state = ckpt.meta["state"]
     size, channels = int(state["size"]), int(state["channels"])
     variant = get_variant(cfg.variant)
-    G = variant.build(cfg, size, channels)["G"]
+    classes = [str(c) for c in state.get("classes") or []]
+    if variant.kind == "conditional" and not classes:
+        raise GanforgeError(f"{ckpt.path}: a conditional model without class names")
+    G = variant.build(cfg, size, channels, n_classes=len(classes))["G"]
     ema = use_ema and any(k.startswith("G_ema.") for k in ckpt.tensors)
     ckpt.load_module(G, "G_ema" if ema else "G")
     dev = torch.device(device)
     G.to(dev).eval().requires_grad_(False)
     return LoadedGenerator(G=G, config=cfg, size=size, channels=channels, step=ckpt.step,
-                           path=ckpt.path, ema=ema, device=dev)
+                           path=ckpt.path, ema=ema, device=dev, kind=variant.kind,
+                           classes=classes)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -164,16 +227,33 @@ def gif_bytes(frames: np.ndarray, duration_ms: int = 80, upscale: int = 1,
 
 
 def write_samples(gen: LoadedGenerator, n: int, out_dir: str | Path | None, seed: int = 0,
-                  truncation: float = 1.0, grid: str | Path | None = None) -> np.ndarray:
-    """`ganforge sample`: n images as PNG files (sample-00000.png ...) and/or one grid."""
+                  truncation: float = 1.0, grid: str | Path | None = None,
+                  class_: str | int | None = None) -> np.ndarray:
+    """`ganforge sample`: n images as PNG files (sample-00000.png ...) and/or one grid.
+
+    A conditional model draws every image from class `class_` (a name or index) when given;
+    otherwise one row per class, n // classes images each (at least one), column j using
+    the same latent in every row."""
     if not 1 <= n <= MAX_SAMPLES:
         raise GanforgeError(f"--n must be between 1 and {MAX_SAMPLES}, got {n}")
-    images = gen.generate(gen.latents(n, seed), truncation)
+    nrow = None
+    if gen.kind == "conditional" and class_ is None:
+        k = len(gen.classes)
+        nrow = max(1, n // k)
+        z = gen.latents(nrow, seed).repeat(k, 1)
+        images = gen.generate(z, truncation, c=torch.arange(k).repeat_interleave(nrow))
+    elif gen.kind == "conditional":
+        c = torch.full((n,), gen.class_index(class_), dtype=torch.long)
+        images = gen.generate(gen.latents(n, seed), truncation, c=c)
+    else:
+        if class_ is not None:
+            gen.class_index(class_)  # the error: not a conditional model
+        images = gen.generate(gen.latents(n, seed), truncation)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for i, im in enumerate(images):
             save_png(out / f"sample-{i:05d}.png", im)
     if grid is not None:
-        save_grid(grid, images)
+        save_grid(grid, images, nrow)
     return images

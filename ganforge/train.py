@@ -1,8 +1,9 @@
 """The training loop: one linear loop, generic over variants.
 
-The loop owns optimisers, backward/step, freezing the idle network, the D/G schedule, AMP,
-EMA, logging, sample grids, evaluation, the health monitor and checkpoints; the variant owns
-its networks and loss math.
+The loop owns optimisers (one per group: `G` and `D`, each possibly holding several
+networks), backward/step, freezing the idle group, the D/G schedule, AMP, EMA, logging, sample
+grids, evaluation, the health monitor and checkpoints; the variant owns its data, networks,
+generator inputs and loss math (see ganforge.variants.base). A batch is a dict of tensors.
 
 A run directory holds:
     config.json                    the effective config
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import checkpoint, data, io, plots
+from ganforge import checkpoint, io, plots
 from ganforge import distributed as dist_
 from ganforge.config import TrainConfig, config_from_dict
 from ganforge.errors import GanforgeError
@@ -84,26 +85,36 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.variant = variant = get_variant(cfg.variant)
         variant.check(cfg)
-        self.ds = ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels,
-                                    crop=cfg.crop, progress=self.progress)
-        self.size, self.channels = ds.size, ds.channels
+        self.data = td = variant.load_data(cfg, self.progress)
+        self.ds = td.ref  # the images generated ones should look like (FID reference)
+        self.size, self.channels = td.size, td.channels
+        self.classes: list[str] = list(td.classes)
+        self.n_classes = len(self.classes)
 
         torch.manual_seed(cfg.seed)
-        self.nets = variant.build(cfg, ds.size, ds.channels)
-        self.G, self.D = self.nets["G"].to(device), self.nets["D"].to(device)
+        self.nets = variant.build(cfg, td.size, td.channels, n_classes=self.n_classes)
+        for m in self.nets.values():
+            m.to(device)
+        self.G, self.D = self.nets["G"], self.nets["D"]
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema > 0 else None
-        self.modules = {"G": self.G, "D": self.D,
-                        **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+        # every process holds the same G and D; extras (CycleGAN's pool) are per process
+        self.synced = {"G": self.G, "D": self.D,
+                       **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+        self.modules = {**self.synced,
+                        **{k: m for k, m in self.nets.items() if k not in ("G", "D")}}
         self.opt_G = make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
         self.opt_D = make_optimizer(cfg, self.D.parameters(), cfg.lr_d)
         # per-process streams for dropout and the gradient penalty's mixing rates; the nets
         # above were built from the same seed everywhere, so they start identical
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
-        images = torch.from_numpy(np.array(ds.images)).permute(0, 3, 1, 2)  # [N, C, H, W]
-        self.sampler = BatchSampler(images.contiguous().to(device), seed=cfg.seed)
+        # one sampler per independently shuffled part (CycleGAN: domain A, domain B)
+        self.samplers = [BatchSampler(_tensors(part, device), seed=cfg.seed + 1009 * i)
+                         for i, part in enumerate(td.parts)]
+        self.sampler = self.samplers[0]
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self.z_fixed = variant.sample_z(cfg.grid_size, cfg,
-                                        torch.Generator().manual_seed(cfg.seed + 2))
+        self.fixed = variant.fixed_inputs(cfg, self.n_classes, td.parts,
+                                          torch.Generator().manual_seed(cfg.seed + 2))
+        self.last_batch: dict[str, torch.Tensor] = {}
         self.step = 0
         self.sched = {"d_steps": 0, "g_steps": 0, "d_choices": 0, "g_choices": 0, "kimg": 0.0}
         self.state: dict[str, Any] = {"best_fid": None, "best_step": None, "lr_scale": 1.0,
@@ -126,19 +137,28 @@ class Trainer:
     def latest(self) -> Path:
         return self.run_dir / "checkpoints" / "latest.safetensors"
 
+    @property
+    def z_fixed(self) -> torch.Tensor | None:
+        return self.fixed.get("z")
+
     def save(self, path: Path) -> None:
         """Write a checkpoint (rank 0; every process must call it: RNG states are gathered)."""
         sampler_state, epoch_state = self.sampler.state()
         rng = dist_.gather_object(torch.get_rng_state(), self.dist)
         tensors = {"rng.torch": rng[0], "rng.noise": self.noise.get_state(),
-                   "rng.data_epoch": epoch_state, "z_fixed": self.z_fixed}
+                   "rng.data_epoch": epoch_state}
+        if self.z_fixed is not None:
+            tensors["z_fixed"] = self.z_fixed
+        extra_samplers = {}
+        for i, s in enumerate(self.samplers[1:], 1):
+            extra_samplers[f"sampler_{i}"], tensors[f"rng.data_epoch.{i}"] = s.state()
         tensors.update({f"rng.torch.rank{r}": t for r, t in enumerate(rng) if r})
         if self.device.type == "cuda":
             cuda_rng = dist_.gather_object(torch.cuda.get_rng_state(self.device), self.dist)
             tensors.update({f"rng.cuda.rank{r}": t for r, t in enumerate(cuda_rng)})
-        for m in self.modules.values():
+        for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
-        digests = dist_.gather_object(dist_.digest(self.modules), self.dist)
+        digests = dist_.gather_object(dist_.digest(self.synced), self.dist)
         if len(set(digests)) > 1:
             raise GanforgeError(f"the {self.dist.world} processes no longer hold the same weights "
                                 f"at step {self.step} (digests {digests}); this is a bug")
@@ -148,9 +168,10 @@ class Trainer:
             path, config=self.cfg.to_dict(), step=self.step, modules=self.modules,
             optimizers={"opt_G": self.opt_G, "opt_D": self.opt_D}, tensors=tensors,
             state={**self.state, "sched": self.sched, "sampler": sampler_state,
-                   "size": self.size, "channels": self.channels, "data_key": self.ds.key,
-                   "data_split": self.ds.split, "world": self.dist.world,
-                   "rank_digests": digests})
+                   **extra_samplers, "size": self.size, "channels": self.channels,
+                   "data_key": self.data.key, "data_split": self.data.split,
+                   "kind": self.variant.kind, "classes": self.classes,
+                   "world": self.dist.world, "rank_digests": digests})
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         saved = ckpt.meta["state"]
@@ -165,7 +186,12 @@ class Trainer:
         self.step = ckpt.step
         self.sched.update(saved["sched"])
         self.state.update({k: saved[k] for k in self.state if k in saved})
+        if saved.get("classes", self.classes) != self.classes:
+            raise GanforgeError(f"the data {self.cfg.data} has classes {self.classes} but the "
+                                f"run was trained on {saved['classes']}")
         self.sampler.restore(saved["sampler"], ckpt.tensors["rng.data_epoch"])
+        for i, s in enumerate(self.samplers[1:], 1):
+            s.restore(saved[f"sampler_{i}"], ckpt.tensors[f"rng.data_epoch.{i}"])
         self.noise.set_state(ckpt.tensors["rng.noise"])
         rank = self.dist.rank
         torch.set_rng_state(ckpt.tensors.get(f"rng.torch.rank{rank}", ckpt.tensors["rng.torch"])
@@ -173,15 +199,23 @@ class Trainer:
         cuda_rng = ckpt.tensors.get(f"rng.cuda.rank{rank}")
         if self.device.type == "cuda" and cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, self.device)
-        self.z_fixed = ckpt.tensors["z_fixed"]
+        if "z_fixed" in ckpt.tensors:
+            self.fixed["z"] = ckpt.tensors["z_fixed"]
         self._set_lr()
         if self.main:
             _trim_log(self.run_dir / "metrics.jsonl", self.step)
 
+    def lr_factor(self) -> float:
+        """Linear decay to 0 over the last `lr_decay` fraction of the steps (1 before it)."""
+        if not self.cfg.lr_decay:
+            return 1.0
+        return min(1.0, max(0.0, (self.cfg.steps - self.step)
+                            / (self.cfg.lr_decay * self.cfg.steps)))
+
     def _set_lr(self) -> None:
         for opt, lr in ((self.opt_G, self.cfg.lr_g), (self.opt_D, self.cfg.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = lr * self.state["lr_scale"]
+                group["lr"] = lr * self.state["lr_scale"] * self.lr_factor()
 
     # -- one step of each network -----------------------------------------------------------
 
@@ -189,21 +223,29 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """This process's slice of the global batch of generator inputs (z, class labels)."""
+        full = self.variant.sample_inputs(self.cfg.batch_size, self.cfg, self.noise,
+                                          self.device, self.n_classes)
+        return {k: v[self.dist.rank::self.dist.world] for k, v in full.items()}
+
     def latents(self) -> torch.Tensor:
         """This process's slice of the global batch of latents: [batch_size / world, z_dim]."""
-        z = self.variant.sample_z(self.cfg.batch_size, self.cfg, self.noise, self.device)
-        return z[self.dist.rank::self.dist.world]
+        return self.inputs()["z"]
 
-    def real_batch(self) -> torch.Tensor:
-        return self.sampler.next(self.cfg.batch_size, self.dist.rank, self.dist.world)
+    def real_batch(self) -> dict[str, torch.Tensor]:
+        """This process's slice of the next global batch: {"real": ...} or the variant's keys."""
+        batch: dict[str, torch.Tensor] = {}
+        for s in self.samplers:
+            batch.update(s.next(self.cfg.batch_size, self.dist.rank, self.dist.world))
+        return batch
 
-    def d_step(self, real: torch.Tensor) -> None:
+    def d_step(self, batch: dict[str, torch.Tensor]) -> None:
         cfg, D, opt = self.cfg, self.D, self.opt_D
-        z = self.latents()
-        with torch.no_grad(), self.autocast():
-            fake = self.G(z)
+        inputs = self.inputs()
+        self.last_batch = batch
         with self.autocast():
-            loss_D, s = self.variant.d_loss(self.nets, cfg, real, fake.float())
+            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss_D).backward()
         self.scaler.unscale_(opt)
@@ -218,10 +260,10 @@ class Trainer:
 
     def g_step(self) -> None:
         cfg, G, opt = self.cfg, self.G, self.opt_G
-        z = self.latents()
+        inputs = self.inputs()
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
-            loss_G, s = self.variant.g_loss(self.nets, cfg, G(z))
+            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs)
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss_G).backward()
         self.scaler.unscale_(opt)
@@ -240,11 +282,11 @@ class Trainer:
         if self.health is not None:
             self.nonfinite = self.nonfinite + self.health.step_flags(s)
 
-    def d_is_losing(self, real: torch.Tensor) -> bool:
-        """Adaptive schedule: is D losing on this minibatch (G fools it at least as often as
-        D is right)?"""
+    def d_is_losing(self, batch: dict[str, torch.Tensor]) -> bool:
+        """Adaptive schedule (unconditional variants): is D losing on this minibatch (G fools
+        it at least as often as D is right)?"""
         with torch.no_grad(), self.autocast():
-            j = self.variant.judge(self.cfg, self.D(real).float(),
+            j = self.variant.judge(self.cfg, self.D(batch["real"]).float(),
                                    self.D(self.G(self.latents())).float())
         acc_real, acc_fake, fool = dist_.all_reduce_mean(
             [float(j["d_acc_real"]), float(j["d_acc_fake"]), float(j["g_fool_rate"])],
@@ -254,14 +296,16 @@ class Trainer:
     # -- reporting ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def grid_images(self) -> torch.Tensor:
+    def grid_images(self) -> tuple[torch.Tensor, int | None]:
+        """The fixed-input grid ([N, C, H, W] in [-1, 1]) and its images per row."""
         G_show = self.G_ema if self.G_ema is not None else self.G
         was_training = G_show.training
         G_show.eval()
+        fixed = {k: v.to(self.device) for k, v in self.fixed.items()}
         with self.autocast():
-            fake = G_show(self.z_fixed.to(self.device)).float()
+            fake, nrow = self.variant.show(G_show, fixed)
         G_show.train(was_training)
-        return fake  # [grid_size, C, H, W]
+        return fake.float(), nrow
 
     def log_interval(self, t_now: float) -> dict[str, Any]:
         sched = self.sched
@@ -283,20 +327,24 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any] | None:
         """Quick FID/KID of eval_n generated images against the training data."""
-        if not self.cfg.eval_n or self.evaluator is False:
-            return None
+        if not self.cfg.eval_n or self.evaluator is False or self.variant.kind == "translation":
+            return None  # translation models: `ganforge evaluate` scores them on held-out data
         from ganforge.metrics.training import TrainingEvaluator
 
         if self.evaluator is None:
             self.evaluator = TrainingEvaluator(self.ds, self.cfg.eval_n, self.device,
                                                progress=False)
         G_eval = self.G_ema if self.G_ema is not None else self.G
+        if self.variant.kind == "conditional":
+            from ganforge.nets.conditional import CycledClasses
+
+            G_eval = CycledClasses(G_eval, self.n_classes)  # every class equally often
         return self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3)
 
     def interval(self) -> Problem | None:
         """At every sample interval: grid, collapse check, evaluation, checkpoint, plots.
         Rank 0 does the work; the outcome is shared with every process."""
-        for m in self.modules.values():
+        for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
         problem = self._interval_main() if self.main else None
         problem = dist_.broadcast_object(problem, self.dist)
@@ -310,10 +358,10 @@ class Trainer:
 
     def _interval_main(self) -> Problem | None:
         self.improved = False
-        fake = self.grid_images()
+        fake, nrow = self.grid_images()
         save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", to_uint8(fake),
-                  upscale=2 if self.size < 64 else 0)
-        if self.health is not None:
+                  nrow=nrow, upscale=2 if self.size < 64 else 0)
+        if self.health is not None and self.variant.kind != "translation":
             problem = self.health.check_samples(self.step, fake)
             if problem is not None:
                 return problem
@@ -381,8 +429,11 @@ class Trainer:
             if cfg.minutes and time.monotonic() - self.t_start >= cfg.minutes * 60:
                 break
             ran = True
+            if cfg.lr_decay:
+                self._set_lr()
             if cfg.schedule == "adaptive":
                 real = self.real_batch()
+                self.last_batch = real
                 if self.d_is_losing(real):
                     sched["d_choices"] += 1
                     self.d_step(real)
@@ -480,6 +531,15 @@ def train(cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
             lock.release()
             if created and [p.name for p in run_dir.iterdir()] == ["train.lock"]:
                 shutil.rmtree(run_dir)  # a run that failed before writing anything: no trace
+
+
+def _tensors(part: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """A data part's arrays as tensors on the device: images uint8 [N, C, H, W], labels [N]."""
+    out = {}
+    for k, a in part.items():
+        t = torch.from_numpy(np.array(a))
+        out[k] = (t.permute(0, 3, 1, 2).contiguous() if t.ndim == 4 else t).to(device)
+    return out
 
 
 def _trim_log(path: Path, step: int) -> None:

@@ -34,24 +34,35 @@ class RunLock:
 
 
 class BatchSampler:
-    """Draws minibatches from a uint8 image tensor in a reshuffled order each epoch.
+    """Draws minibatches from a dict of equally long tensors (uint8 images [N, C, H, W],
+    int64 labels [N], ...) in a reshuffled order each epoch; images come out in [-1, 1].
 
     Its state (generator state at the start of the epoch, epoch, position) is saved in the
     checkpoint, so a resumed run sees exactly the batches it would have seen.
     """
 
-    def __init__(self, images: torch.Tensor, seed: int):
-        self.images = images  # uint8 [N, C, H, W], on the training device
+    def __init__(self, tensors: dict[str, torch.Tensor] | torch.Tensor, seed: int):
+        if isinstance(tensors, torch.Tensor):
+            tensors = {"real": tensors}
+        self.tensors = tensors  # on the training device
+        lengths = {len(t) for t in tensors.values()}
+        assert len(lengths) == 1, f"tensors of different lengths {lengths}"
+        self.n = lengths.pop()
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch, self.pos = 0, 0
         self._new_epoch()
 
+    @property
+    def images(self) -> torch.Tensor:
+        """The first image tensor (uint8 [N, C, H, W])."""
+        return next(t for t in self.tensors.values() if t.ndim == 4)
+
     def _new_epoch(self) -> None:
         self.epoch_state = self.gen.get_state()
-        self.perm = torch.randperm(len(self.images), generator=self.gen)
+        self.perm = torch.randperm(self.n, generator=self.gen)
 
-    def next(self, n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """The next global batch of n images, or this process's slice of it (rank::world)."""
+    def next(self, n: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        """The next global batch of n items, or this process's slice of it (rank::world)."""
         parts = []
         while n > 0:
             if self.pos == len(self.perm):
@@ -61,7 +72,12 @@ class BatchSampler:
             parts.append(self.perm[self.pos:self.pos + take])
             self.pos, n = self.pos + take, n - take
         idx = torch.cat(parts)[rank::world].to(self.images.device)
-        return self.images[idx].float().div_(127.5).sub_(1.0)  # [n, C, H, W] in [-1, 1]
+        out = {}
+        for k, t in self.tensors.items():
+            x = t[idx]
+            # images [n, C, H, W] in [-1, 1]; labels as they are
+            out[k] = x.float().div_(127.5).sub_(1.0) if t.dtype == torch.uint8 else x
+        return out
 
     def state(self) -> tuple[dict[str, int], torch.Tensor]:
         return {"epoch": self.epoch, "pos": self.pos}, self.epoch_state

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from ganforge import checkpoint
 from ganforge.config import build_config
 from ganforge.sample import load_generator

@@ -1,6 +1,8 @@
 """Every registered variant builds at tiny widths for 28 and 64 px, 1 and 3 channels, and
-takes finite D and G steps. New variants are covered by the registry parametrisation."""
+takes finite D and G steps through the loop's generic interface (batch dict in, losses out).
+New variants are covered by the registry parametrisation."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,26 +12,55 @@ from ganforge.nets.dcgan import DCGANGenerator, plan_generator
 from ganforge.train import make_optimizer
 from ganforge.variants import REGISTRY, get_variant
 
+N_CLASSES = 3
+
+
+def example_parts(kind: str, n: int, size: int, channels: int) -> list[dict[str, np.ndarray]]:
+    """Data parts as `load_data` returns them, for each kind of variant."""
+    rng = np.random.default_rng(0)
+
+    def images() -> np.ndarray:
+        return rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+    if kind == "unconditional":
+        return [{"real": images()}]
+    if kind == "conditional":
+        return [{"real": images(), "label": np.arange(n) % N_CLASSES}]
+    return [{"A": images(), "B": images()}]
+
+
+def as_batch(parts: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    out = {}
+    for part in parts:
+        for k, a in part.items():
+            t = torch.from_numpy(a)
+            out[k] = t.permute(0, 3, 1, 2).float() / 127.5 - 1 if t.ndim == 4 else t
+    return out
+
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [28, 64])
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_variant_builds_and_steps(name, size, channels):
     torch.manual_seed(0)
-    cfg = build_config([{"variant": name, "g_width": 8, "d_width": 8, "z_dim": 16}])
+    cfg = build_config([{"variant": name, "g_width": 8, "d_width": 8, "z_dim": 16,
+                         "res_blocks": 2, "grid_size": 6, "pool_size": 2}])
     variant = get_variant(name)
-    nets = variant.build(cfg, size, channels)
+    nets = variant.build(cfg, size, channels, n_classes=N_CLASSES)
     G, D = nets["G"], nets["D"]
-    z = variant.sample_z(4, cfg)
-    fake = G(z)
-    assert fake.shape == (4, channels, size, size)
-    assert fake.min() >= -1 and fake.max() <= 1
-    real = torch.rand(4, channels, size, size) * 2 - 1
+    parts = example_parts(variant.kind, 4, size, channels)
+    batch = as_batch(parts)
+    gen = torch.Generator().manual_seed(0)
+    fixed = variant.fixed_inputs(cfg, N_CLASSES, parts, gen)
+    shown, _ = variant.show(G, fixed)
+    assert shown.shape[1:] == (channels, size, size)
+    assert shown.min() >= -1 and shown.max() <= 1
     opt_D = make_optimizer(cfg, D.parameters(), cfg.lr_d)
     opt_G = make_optimizer(cfg, G.parameters(), cfg.lr_g)
 
     before_D = [p.detach().clone() for p in D.parameters()]
-    loss_D, stats = variant.d_loss(nets, cfg, real, fake.detach())
+    inputs = variant.sample_inputs(4, cfg, gen, n_classes=N_CLASSES)
+    loss_D, stats = variant.d_objective(nets, cfg, batch, inputs)
     assert torch.isfinite(loss_D)
     assert 0 <= stats["d_acc_real"] <= 1 and 0 <= stats["g_fool_rate"] <= 1
     opt_D.zero_grad()
@@ -39,7 +70,8 @@ def test_variant_builds_and_steps(name, size, channels):
     assert any(not torch.equal(a, b) for a, b in zip(before_D, D.parameters(), strict=False))
 
     before_G = [p.detach().clone() for p in G.parameters()]
-    loss_G, _ = variant.g_loss(nets, cfg, G(variant.sample_z(4, cfg)))
+    inputs = variant.sample_inputs(4, cfg, gen, n_classes=N_CLASSES)
+    loss_G, _ = variant.g_objective(nets, cfg, batch, inputs)
     assert torch.isfinite(loss_G)
     opt_G.zero_grad()
     loss_G.backward()

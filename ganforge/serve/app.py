@@ -7,6 +7,7 @@ models give pydantic validation and an OpenAPI schema (/openapi.json) for free.
 
 import asyncio
 import contextlib
+import io
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,20 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from ganforge.errors import GanforgeError
+from ganforge.data import _decode
 from ganforge.sample import LoadedGenerator, gif_bytes, load_generator, make_grid, png_bytes, slerp
 from ganforge.serve import directions as dirs
 from ganforge.serve import runinfo
 from ganforge.serve import schemas as S
 from ganforge.serve.batching import MicroBatcher, ModelRunner, microbatch_from_env
 from ganforge.serve.errors import BodySizeLimit, install_error_handlers
-from ganforge.variants import get_variant
 
 STATIC = Path(__file__).parent / "static"
 PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
@@ -47,7 +47,7 @@ class Explorer:
         self.runner = ModelRunner(gen)
         self.batcher = MicroBatcher(self.runner, enabled=microbatch)
         self.run_dir = runinfo.run_dir_of(gen.path)
-        self.kind = getattr(get_variant(gen.config.variant), "kind", "unconditional")
+        self.kind = gen.kind
         self._directions: dirs.Directions | None = None
 
     def _load_directions(self) -> dirs.Directions:
@@ -64,17 +64,25 @@ class Explorer:
             return self.gen.latents(1, end)[0]
         return torch.tensor(end, dtype=torch.float32)
 
-    def grid_png(self, seeds: list[int], truncation: float, nrow: int | None) -> bytes:
+    def classes(self, n: int, c: int | None) -> torch.Tensor | None:
+        """n copies of class c for a conditional model (class 0 when none is named)."""
+        if self.kind != "conditional":
+            return None
+        return torch.full((n,), c or 0, dtype=torch.long)
+
+    def grid_png(self, seeds: list[int], truncation: float, nrow: int | None,
+                 c: int | None = None) -> bytes:
         z = torch.stack([self.gen.latents(1, s)[0] for s in seeds])  # [N, z_dim]
-        return png_bytes(make_grid(self.gen.generate(z, truncation), nrow))
+        images = self.gen.generate(z, truncation, c=self.classes(len(seeds), c))
+        return png_bytes(make_grid(images, nrow))
 
     def walk(self, a: torch.Tensor, b: torch.Tensor, frames: int, truncation: float,
-             spherical: bool, fmt: str) -> bytes:
+             spherical: bool, fmt: str, c: int | None = None) -> bytes:
         t = torch.linspace(0, 1, frames)
         # slerp is undefined at the origin (e.g. after "reset"): walk in a straight line there
         use_slerp = spherical and min(float(a.norm()), float(b.norm())) > 1e-6
         z = slerp(a, b, t) if use_slerp else torch.lerp(a, b, t[:, None])
-        images = self.gen.generate(z, truncation)  # [frames, H, W, C]
+        images = self.gen.generate(z, truncation, c=self.classes(frames, c))
         if fmt == "png":
             return png_bytes(make_grid(images, nrow=frames))
         return gif_bytes(images, upscale=max(1, 128 // self.gen.size))
@@ -96,27 +104,31 @@ def create_app(ckpt_or_run: str | Path, device: str = "cpu", *,
     gen = load_generator(ckpt_or_run, device=device)
     torch.set_num_threads(threads or default_threads())
     ex = Explorer(gen, microbatch_from_env() if microbatch is None else microbatch)
-    if ex.kind != "unconditional":
-        raise GanforgeError(f"the explorer cannot serve {ex.kind} models yet "
-                            f"(variant {gen.config.variant!r})")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        warm = asyncio.create_task(ex.directions())  # ready by the time the page asks
+        # ready by the time the page asks (translation models have no latent directions)
+        warm = asyncio.create_task(ex.directions()) if ex.kind != "translation" else None
         yield
-        warm.cancel()
+        if warm is not None:
+            warm.cancel()
         await ex.batcher.close()
 
     app = FastAPI(title="ganforge explorer", version="1", lifespan=lifespan,
                   description="Explore a trained ganforge generator and watch its run.")
     app.state.explorer = ex
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=S.MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, max_bytes=S.MAX_BODY_BYTES,
+                       per_path={"/api/translate": S.MAX_UPLOAD_BYTES})
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    models = S.request_models(gen.z_dim)
+    models = S.request_models(gen.z_dim, len(gen.classes))
     ImageRequest, GridRequest, InterpolateRequest = models.image, models.grid, models.interpolate
     TruncationQ = Annotated[float, Query(gt=0, le=1, allow_inf_nan=False,
                                          description="psi in (0, 1]")]
+    ClassQ: Any = Annotated[int | None, Query(ge=0, le=len(gen.classes) - 1,
+                                              description="the class index")]
+    if not gen.classes:  # an unconditional model takes no class
+        ClassQ = Annotated[None, Query(description="unconditional model: no class")]
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -125,7 +137,8 @@ def create_app(ckpt_or_run: str | Path, device: str = "cpu", *,
     @app.get("/api/info", response_model=S.InfoResponse, summary="what is being served")
     async def info() -> S.InfoResponse:
         return S.InfoResponse(
-            kind=ex.kind, classes=[], z_dim=gen.z_dim, size=gen.size, channels=gen.channels,
+            kind=ex.kind, classes=gen.classes, directions=list(gen.directions),
+            z_dim=gen.z_dim, size=gen.size, channels=gen.channels,
             variant=gen.config.variant, step=gen.step, ema=gen.ema, checkpoint=gen.path.name,
             run=ex.run_dir.name if ex.run_dir else None, microbatch=ex.batcher.enabled,
             batching=ex.batcher.stats(), limits=S.Limits())
@@ -140,7 +153,7 @@ def create_app(ckpt_or_run: str | Path, device: str = "cpu", *,
     async def image(req: ImageRequest) -> Response:  # type: ignore[valid-type]
         t0 = time.perf_counter()
         z = torch.tensor(req.z, dtype=torch.float32) * req.truncation  # [z_dim]
-        png = await ex.batcher.image(z)
+        png = await ex.batcher.image(z, req.c)
         # the time spent in the server after parsing: queue, forward pass and PNG encoding
         timing = f"generate;dur={1000 * (time.perf_counter() - t0):.1f}"
         return Response(png, media_type="image/png", headers={"Server-Timing": timing})
@@ -149,19 +162,19 @@ def create_app(ckpt_or_run: str | Path, device: str = "cpu", *,
              summary="a grid of images for seeds like 0,3,5-9")
     async def grid_get(seeds: Annotated[str, Query(max_length=700, pattern=S.SEEDS_PATTERN)],
                        truncation: TruncationQ = 1.0,
-                       nrow: Annotated[int | None, Query(ge=1, le=S.MAX_GRID)] = None
-                       ) -> Response:
+                       nrow: Annotated[int | None, Query(ge=1, le=S.MAX_GRID)] = None,
+                       c: ClassQ = None) -> Response:
         try:
             seed_list = S.parse_seeds(seeds)
         except ValueError as e:
             raise HTTPException(422, f"seeds: {e}") from None
-        png = await ex.runner.run(ex.grid_png, seed_list, truncation, nrow)
+        png = await ex.runner.run(ex.grid_png, seed_list, truncation, nrow, c)
         return Response(png, media_type="image/png")
 
     @app.post("/api/grid", response_class=Response, responses={**PNG, **ERRORS},
               summary="a grid of images for a list of seeds")
     async def grid_post(req: GridRequest) -> Response:  # type: ignore[valid-type]
-        png = await ex.runner.run(ex.grid_png, req.seeds, req.truncation, req.nrow)
+        png = await ex.runner.run(ex.grid_png, req.seeds, req.truncation, req.nrow, req.c)
         return Response(png, media_type="image/png")
 
     @app.get("/api/interpolate", response_class=Response, responses={**GIF, **ERRORS},
@@ -171,17 +184,38 @@ def create_app(ckpt_or_run: str | Path, device: str = "cpu", *,
             b: Annotated[int, Query(ge=0, le=S.MAX_SEED)],
             frames: Annotated[int, Query(ge=2, le=S.MAX_FRAMES)] = 16,
             truncation: TruncationQ = 1.0, spherical: bool = True,
-            format: Annotated[str, Query(pattern="^(gif|png)$")] = "gif") -> Response:
+            format: Annotated[str, Query(pattern="^(gif|png)$")] = "gif",
+            c: ClassQ = None) -> Response:
         data = await ex.runner.run(ex.walk, ex.latent(a), ex.latent(b), frames, truncation,
-                                   spherical, format)
+                                   spherical, format, c)
         return Response(data, media_type=f"image/{format}")
 
     @app.post("/api/interpolate", response_class=Response, responses={**GIF, **ERRORS},
               summary="an animated walk between two seeds or latent vectors")
     async def interpolate_post(req: InterpolateRequest) -> Response:  # type: ignore[valid-type]
         data = await ex.runner.run(ex.walk, ex.latent(req.a), ex.latent(req.b), req.frames,
-                                   req.truncation, req.spherical, req.format)
+                                   req.truncation, req.spherical, req.format, req.c)
         return Response(data, media_type=f"image/{req.format}")
+
+    @app.post("/api/translate", response_class=Response, responses={**PNG, **ERRORS},
+              summary="translate an uploaded image (the request body: PNG/JPEG/... bytes)")
+    async def translate(request: Request,
+                        direction: Annotated[str, Query(pattern="^(a2b|b2a)$")] = "a2b"
+                        ) -> Response:
+        if ex.kind != "translation":
+            raise HTTPException(400, f"{gen.config.variant} is not an image-to-image model")
+        if direction not in gen.directions:
+            raise HTTPException(400, f"direction {direction} is not available for "
+                                f"{gen.config.variant}; use {' or '.join(gen.directions)}")
+        body = await request.body()
+        if not body:
+            raise HTTPException(400, "send the image file as the request body")
+        try:
+            image = _decode(io.BytesIO(body), gen.channels, gen.size, 1.0)
+        except ValueError as e:
+            raise HTTPException(400, f"cannot use the uploaded image: {e}") from None
+        out = await ex.runner.run(gen.translate, image[None], direction)
+        return Response(png_bytes(out[0]), media_type="image/png")
 
     @app.get("/api/directions", response_model=S.DirectionsResponse,
              summary="GANSpace-style latent directions (unit vectors in z)")

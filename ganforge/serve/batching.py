@@ -48,15 +48,17 @@ class ModelRunner:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def images_png(self, z: torch.Tensor) -> list[bytes]:
-        """Pre-truncated latents [N, z_dim] -> one PNG per row (runs on the model thread)."""
-        return [png_bytes(im) for im in self.gen.generate(z, 1.0)]
+    def images_png(self, z: torch.Tensor, c: torch.Tensor | None = None) -> list[bytes]:
+        """Pre-truncated latents [N, z_dim] (and classes [N] for a conditional model) -> one
+        PNG per row (runs on the model thread)."""
+        return [png_bytes(im) for im in self.gen.generate(z, 1.0, c=c)]
 
 
 @dataclass
 class _Job:
     z: torch.Tensor  # [z_dim], already multiplied by the truncation psi
     future: asyncio.Future[bytes]
+    c: int | None = None  # the class of a conditional model
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -80,14 +82,14 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def image(self, z: torch.Tensor) -> bytes:
-        """One PNG for one pre-truncated latent [z_dim]."""
+    async def image(self, z: torch.Tensor, c: int | None = None) -> bytes:
+        """One PNG for one pre-truncated latent [z_dim] (and class c, conditional models)."""
         if not self.enabled:
             self._note(1)
-            return (await self.runner.run(self.runner.images_png, z[None]))[0]
+            return (await self.runner.run(self.runner.images_png, z[None], _classes([c])))[0]
         self._ensure_worker()
         assert self._queue is not None
-        job = _Job(z, asyncio.get_running_loop().create_future())
+        job = _Job(z, asyncio.get_running_loop().create_future(), c=c)
         await self._queue.put(job)
         return await job.future
 
@@ -119,7 +121,8 @@ class MicroBatcher:
             self._note(len(live))
             try:
                 pngs = await self.runner.run(self.runner.images_png,
-                                             torch.stack([j.z for j in live]))
+                                             torch.stack([j.z for j in live]),
+                                             _classes([j.c for j in live]))
             except Exception as e:  # noqa: BLE001 - handed to every waiting request
                 for j in live:
                     if not j.future.done():
@@ -158,3 +161,11 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _classes(cs: list[int | None]) -> torch.Tensor | None:
+    """Class indices for a batch: None for an unconditional model (no class anywhere), class 0
+    where a conditional request named none."""
+    if all(c is None for c in cs):
+        return None
+    return torch.tensor([c or 0 for c in cs], dtype=torch.long)

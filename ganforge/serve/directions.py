@@ -76,11 +76,14 @@ def features(gen: LoadedGenerator, z: torch.Tensor, batch_size: int = 500) -> to
     try:
         for i in range(0, len(z), batch_size):
             zb = z[i:i + batch_size].to(gen.device)
+            # a conditional G: the directions are found over all classes in turn
+            args = (zb,) if gen.kind != "conditional" else (
+                zb, torch.arange(len(zb), device=gen.device) % len(gen.classes))
             if layer is None:
-                got.append(gen.G(zb).flatten(1).float().cpu())
+                got.append(gen.G(*args).flatten(1).float().cpu())
                 continue
             with contextlib.suppress(_Stop):
-                gen.G(zb)
+                gen.G(*args)
     finally:
         if handle is not None:
             handle.remove()

@@ -29,15 +29,17 @@ def _json(status: int, error: str, detail: list[dict[str, Any]] | None = None) -
 class BodySizeLimit:
     """Pure ASGI middleware: a request body over `max_bytes` is answered 413 unread."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # larger limits for upload routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = f"request body too large: the limit is {self.max_bytes} bytes"
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
+        too_big = f"request body too large: the limit is {limit} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -45,7 +47,7 @@ class BodySizeLimit:
                 except ValueError:
                     await _json(400, "invalid Content-Length header")(scope, receive, send)
                     return
-                if declared > self.max_bytes:
+                if declared > limit:
                     await _json(413, too_big)(scope, receive, send)
                     return
         # Read the body here (it is small by now) so a chunked upload is bounded too.
@@ -56,7 +58,7 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 await _json(413, too_big)(scope, receive, send)
                 return
             chunks.append(chunk)

@@ -17,6 +17,7 @@ MAX_SEED = 2**32 - 1
 MAX_GRID = 64  # images per grid request
 MAX_FRAMES = 64  # frames per interpolation
 MAX_BODY_BYTES = 64 * 1024  # request bodies, checked before any parsing
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # an image uploaded to /api/translate
 SEEDS_PATTERN = r"^\d{1,10}(-\d{1,10})?(,\d{1,10}(-\d{1,10})?){0,63}$"
 
 Truncation = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False,
@@ -37,7 +38,11 @@ class RequestModels:
     interpolate: type[BaseModel]
 
 
-def request_models(z_dim: int) -> RequestModels:
+def request_models(z_dim: int, n_classes: int = 0) -> RequestModels:
+    ClassIndex: Any = Annotated[int | None, Field(ge=0, le=n_classes - 1,
+                                                  description="the class index")]
+    if not n_classes:  # an unconditional model takes no class: only null
+        ClassIndex = Annotated[None, Field(description="unconditional model: no class")]
     Latent = Annotated[list[ZValue], Field(min_length=z_dim, max_length=z_dim,
                                            description=f"a latent vector of {z_dim} values")]
 
@@ -46,6 +51,7 @@ def request_models(z_dim: int) -> RequestModels:
 
         z: Latent
         truncation: Truncation = 1.0
+        c: ClassIndex = None
 
     class GridRequest(Strict):
         """A grid of images, one per seed (the tile of seed s is the image of seed s)."""
@@ -53,6 +59,7 @@ def request_models(z_dim: int) -> RequestModels:
         seeds: Annotated[list[Seed], Field(min_length=1, max_length=MAX_GRID)]
         truncation: Truncation = 1.0
         nrow: Annotated[int | None, Field(ge=1, le=MAX_GRID)] = None
+        c: ClassIndex = None
 
     class InterpolateRequest(Strict):
         """A walk between two ends, each a seed or a latent vector."""
@@ -63,6 +70,7 @@ def request_models(z_dim: int) -> RequestModels:
         truncation: Truncation = 1.0
         spherical: bool = True
         format: Literal["gif", "png"] = "gif"
+        c: ClassIndex = None
 
     return RequestModels(ImageRequest, GridRequest, InterpolateRequest)
 
@@ -96,11 +104,13 @@ class Limits(BaseModel):
     max_grid: int = MAX_GRID
     max_frames: int = MAX_FRAMES
     max_body_bytes: int = MAX_BODY_BYTES
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
 
 
 class InfoResponse(BaseModel):
     kind: Literal["unconditional", "conditional", "translation"]
     classes: list[str]
+    directions: list[str] = Field(default=[], description="translation models: a2b, b2a")
     z_dim: int
     size: int
     channels: int

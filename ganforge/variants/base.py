@@ -1,7 +1,17 @@
-"""The variant interface: networks, defaults and loss math of one GAN family member."""
+"""The variant interface: networks, data, generator inputs, grids and loss math of one GAN
+family member. The training loop (ganforge.train) owns everything generic: optimisers (one
+per group: every network under `G`, every network under `D`), backward/step, all-reduce,
+EMA, AMP, logging, grids, checkpoints and the health monitor.
+
+A training batch is a dict of tensors drawn by the loop (`real` images, `label`s, paired
+`A`/`B` images: whatever `load_data` put in its parts), already this process's slice; the
+generator inputs (`z`, class `c`) are drawn by `sample_inputs` for the global batch and
+sliced by the loop. `d_objective` / `g_objective` return (loss, statistics).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,40 +22,91 @@ from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
 
 Stats = dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
+
+
+def adversarial_d(cfg: TrainConfig, out_real: torch.Tensor,
+                  out_fake: torch.Tensor) -> torch.Tensor:
+    """D's adversarial loss for `cfg.loss` (BCE with the configured real label)."""
+    if cfg.loss == "bce":
+        return losses.bce_d(out_real, out_fake, cfg.real_label)
+    return losses.D_LOSSES[cfg.loss](out_real, out_fake)
+
+
+def adversarial_g(cfg: TrainConfig, out_fake: torch.Tensor) -> torch.Tensor:
+    return losses.G_LOSSES[cfg.loss](out_fake)
 
 
 class Variant:
     """An unconditional GAN: z -> G -> image, D scores images.
 
     Subclasses set `name`, `description`, `defaults` (config overrides, the SPEC's values) and
-    `build`. The loss is chosen by `cfg.loss` (bce / wasserstein / hinge), with an optional
-    gradient penalty (`cfg.gp_weight`) and weight clipping (`cfg.clip_value`).
+    `build`. The loss is chosen by `cfg.loss` (bce / wasserstein / hinge / lsgan), with an
+    optional gradient penalty (`cfg.gp_weight`) and weight clipping (`cfg.clip_value`).
+    `kind` says how the model is used: `unconditional`, `conditional` (class labels) or
+    `translation` (image in, image out).
     """
 
     name: str = ""
     description: str = ""
+    kind: str = "unconditional"
+    two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
 
-    def build(self, cfg: TrainConfig, size: int, channels: int) -> dict[str, nn.Module]:
+    def build(self, cfg: TrainConfig, size: int, channels: int,
+              n_classes: int = 0) -> dict[str, nn.Module]:
+        """{"G": ..., "D": ...} plus any stateful helpers (saved, never optimised)."""
         raise NotImplementedError
+
+    def load_data(self, cfg: TrainConfig, progress: bool = True) -> Any:
+        """The training data (a ganforge.data_cond.TrainData): one part, `real` images."""
+        from ganforge import data
+        from ganforge.data_cond import TrainData
+
+        ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels, crop=cfg.crop,
+                          progress=progress)
+        return TrainData(parts=[{"real": ds.images}], size=ds.size, channels=ds.channels,
+                         key=ds.key, split=ds.split, ref=ds)
 
     def check(self, cfg: TrainConfig) -> None:
         """Reject config combinations that make this variant wrong (raise GanforgeError)."""
         if cfg.gp_weight > 0 and cfg.d_norm == "batch":
             raise GanforgeError("a gradient penalty needs per-sample critic outputs, which "
                                 "BatchNorm breaks; set d_norm to instance, layer or none")
+        if self.kind != "unconditional" and cfg.schedule == "adaptive":
+            raise GanforgeError(f"schedule 'adaptive' is for unconditional variants; "
+                                f"{self.name} uses 'alternate'")
+        if cfg.data_b and not self.two_domains:
+            raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 
     def sample_z(self, n: int, cfg: TrainConfig, generator: torch.Generator | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.randn(n, cfg.z_dim, generator=generator, device=device)  # [N, z_dim]
 
+    def sample_inputs(self, n: int, cfg: TrainConfig, generator: torch.Generator | None,
+                      device: torch.device | str = "cpu", n_classes: int = 0) -> Batch:
+        """The generator inputs for a global batch of n: {"z": [n, z_dim]}."""
+        return {"z": self.sample_z(n, cfg, generator, device)}
+
+    def fixed_inputs(self, cfg: TrainConfig, n_classes: int, parts: list[dict[str, Any]],
+                     generator: torch.Generator) -> Batch:
+        """The fixed inputs of the training grids (the same at every interval)."""
+        return {"z": self.sample_z(cfg.grid_size, cfg, generator)}
+
+    def show(self, G: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int | None]:
+        """The training grid: images [N, C, H, W] in [-1, 1] and images per row."""
+        return G(fixed["z"]), None
+
+    # -- loss math ---------------------------------------------------------------------------
+
     def threshold(self, cfg: TrainConfig, out_real: torch.Tensor,
                   out_fake: torch.Tensor) -> torch.Tensor | float:
-        """The score above which D calls an image real: 0 for logits and hinge; a Wasserstein
-        critic has no absolute scale, so the midpoint of its mean scores on the minibatch."""
+        """The score above which D calls an image real: 0 for logits and hinge, 0.5 for the
+        least-squares targets 0/1; a Wasserstein critic has no absolute scale, so the
+        midpoint of its mean scores on the minibatch."""
         if cfg.loss == "wasserstein":
             return 0.5 * (out_real.mean() + out_fake.mean()).detach()
-        return 0.0
+        return 0.5 if cfg.loss == "lsgan" else 0.0
 
     def judge(self, cfg: TrainConfig, out_real: torch.Tensor, out_fake: torch.Tensor) -> Stats:
         """How often D is right on this minibatch, and how often G fools it."""
@@ -55,26 +116,41 @@ class Variant:
         return {"d_acc_real": acc_real, "d_acc_fake": acc_fake, "g_fool_rate": 1.0 - acc_fake,
                 "d_real": out_real.mean().detach(), "d_fake": out_fake.mean().detach()}
 
-    def d_loss(self, nets: dict[str, nn.Module], cfg: TrainConfig, real: torch.Tensor,
-               fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        D = nets["D"]
+    def critic_loss(self, D: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig,
+                    real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """Adversarial D loss of one critic `D` (a callable on images), with the gradient
+        penalty when configured."""
         out_real, out_fake = D(real), D(fake)
-        if cfg.loss == "bce":
-            loss = losses.bce_d(out_real, out_fake, cfg.real_label)
-        else:
-            loss = losses.D_LOSSES[cfg.loss](out_real, out_fake)
+        loss = adversarial_d(cfg, out_real, out_fake)
         stats = self.judge(cfg, out_real.detach(), out_fake.detach())
         if cfg.gp_weight > 0:
             gp = losses.gradient_penalty(D, real, fake)
             loss = loss + cfg.gp_weight * gp
             stats["gp"] = gp.detach()
+        return loss, stats
+
+    def d_loss(self, nets: dict[str, nn.Module], cfg: TrainConfig, real: torch.Tensor,
+               fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        loss, stats = self.critic_loss(nets["D"], cfg, real, fake)
         stats["loss_D"] = loss.detach()
         return loss, stats
 
     def g_loss(self, nets: dict[str, nn.Module], cfg: TrainConfig,
                fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        loss = losses.G_LOSSES[cfg.loss](nets["D"](fake))
+        loss = adversarial_g(cfg, nets["D"](fake))
         return loss, {"loss_G": loss.detach()}
+
+    def d_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
+                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+        """D's loss on a real batch and fakes made from `inputs` (no G gradients)."""
+        with torch.no_grad():
+            fake = nets["G"](inputs["z"])
+        return self.d_loss(nets, cfg, batch["real"], fake.float())
+
+    def g_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
+                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+        """G's loss (`batch` is the last D step's batch; unconditional G does not use it)."""
+        return self.g_loss(nets, cfg, nets["G"](inputs["z"]))
 
     @torch.no_grad()
     def after_d_step(self, nets: dict[str, nn.Module], cfg: TrainConfig) -> None:

@@ -15,13 +15,15 @@ class MLPGAN(Variant):
     defaults = dict(loss="bce", real_label=0.9, optimizer="adam", lr_g=2e-4, lr_d=2e-4,
                     beta1=0.5, beta2=0.999, n_critic=1, g_width=256, d_width=256, dropout=0.3)
 
-    def build(self, cfg: TrainConfig, size: int, channels: int) -> dict[str, nn.Module]:
+    def build(self, cfg: TrainConfig, size: int, channels: int,
+              n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": MLPGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.dropout),
                 "D": MLPDiscriminator(size, channels, cfg.d_width, cfg.dropout)}
 
 
 class _ConvVariant(Variant):
-    def build(self, cfg: TrainConfig, size: int, channels: int) -> dict[str, nn.Module]:
+    def build(self, cfg: TrainConfig, size: int, channels: int,
+              n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width),
                 "D": DCGANDiscriminator(size, channels, cfg.d_width, cfg.max_width,
                                         cfg.d_norm)}

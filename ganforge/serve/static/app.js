@@ -171,6 +171,39 @@ function setupClassPicker(info) {
   $("class-picker").hidden = false;
 }
 
+// ---------------------------------------------------------------- translate view
+
+let translatedUrl = null;
+
+function setupTranslate(info) {
+  // Translation models: upload an image, show its translation (one direction per button).
+  const input = $("translate-file");
+  const select = $("translate-direction");
+  info.directions.forEach((d) => select.add(new Option(d === "a2b" ? "A → B" : "B → A", d)));
+  select.disabled = info.directions.length < 2;
+  input.disabled = false;
+  const send = async () => {
+    const file = input.files[0];
+    if (!file) return;
+    try {
+      const r = await api(`/api/translate?direction=${select.value}`, {
+        method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file,
+      });
+      if (translatedUrl) URL.revokeObjectURL(translatedUrl);
+      translatedUrl = URL.createObjectURL(await r.blob());
+      const out = $("translate-out");
+      await new Promise((resolve) => { out.onload = resolve; out.onerror = resolve; out.src = translatedUrl; });
+      out.hidden = false;
+      out.dataset.translations = String(Number(out.dataset.translations || 0) + 1);
+      showError("");
+    } catch (e) {
+      showError(e.message);
+    }
+  };
+  input.addEventListener("change", send);
+  select.addEventListener("change", send);
+}
+
 // ---------------------------------------------------------------- interpolation view
 
 let walkUrl = null;
@@ -183,6 +216,7 @@ async function walk(event) {
     b: Number($("seed-b").value),
     frames, truncation: state.truncation, spherical: $("spherical").checked,
   };
+  if (state.classIndex !== null) body.c = state.classIndex;
   try {
     const r = await api("/api/interpolate", {
       method: "POST", headers: { "Content-Type": "application/json" },
@@ -431,6 +465,7 @@ async function main() {
       document.querySelectorAll('#tabs [data-view="explore"], #tabs [data-view="interpolate"]')
         .forEach((b) => { b.hidden = true; });
       showView("translate");
+      setupTranslate(info);
       return;
     }
     setupClassPicker(info);

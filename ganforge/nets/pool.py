@@ -1,0 +1,41 @@
+"""CycleGAN's history of generated images (Shrivastava et al. 2017): the discriminators see a
+mix of current and earlier fakes, which damps oscillation. The pool's images live in buffers,
+so they travel in checkpoints and a resumed run sees the same history."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HistoryPool(nn.Module):
+    """Two pools (domains `a` and `b`) of up to `size` images each."""
+
+    def __init__(self, size: int, channels: int, image_size: int):
+        super().__init__()
+        self.size = size
+        for side in ("a", "b"):
+            self.register_buffer(f"images_{side}",
+                                 torch.zeros(size, channels, image_size, image_size))
+            self.register_buffer(f"count_{side}", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def query(self, side: str, fake: torch.Tensor) -> torch.Tensor:
+        """Fakes [N, C, H, W] -> what D is shown: while the pool fills, the fakes themselves;
+        then each is, with probability 1/2, swapped for a random stored one (which it
+        replaces). Uses torch's global RNG, which checkpoints save."""
+        if self.size == 0:
+            return fake
+        store: torch.Tensor = getattr(self, f"images_{side}")
+        count: torch.Tensor = getattr(self, f"count_{side}")
+        out = fake.clone()
+        for i in range(fake.shape[0]):
+            n = int(count)
+            if n < self.size:
+                store[n] = fake[i]
+                count += 1
+            elif float(torch.rand(())) < 0.5:
+                j = int(torch.randint(0, self.size, ()))
+                out[i] = store[j]
+                store[j] = fake[i]
+        return out
