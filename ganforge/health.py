@@ -64,6 +64,15 @@ class HealthMonitor:
         self.stuck_since: int | None = None
         self.peak_diversity = 0.0
 
+    def state(self) -> dict[str, float | int | None]:
+        """What the detectors remember, saved in checkpoints so a resumed run is the same run."""
+        return {"peak_diversity": self.peak_diversity, "stuck_since": self.stuck_since}
+
+    def load_state(self, state: dict[str, float | int | None]) -> None:
+        self.peak_diversity = float(state.get("peak_diversity") or 0.0)
+        stuck = state.get("stuck_since")
+        self.stuck_since = None if stuck is None else int(stuck)
+
     def step_flags(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         """An on-device count of bad values in one step's statistics (no host sync)."""
         bad = torch.zeros((), device=next(iter(stats.values())).device)

@@ -251,7 +251,10 @@ def write_samples(gen: LoadedGenerator, n: int, out_dir: str | Path | None, seed
         images = gen.generate(gen.latents(n, seed), truncation)
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GanforgeError(f"cannot write samples to {out}: {e.strerror}") from None
         for i, im in enumerate(images):
             save_png(out / f"sample-{i:05d}.png", im)
     if grid is not None:

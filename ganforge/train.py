@@ -171,7 +171,8 @@ class Trainer:
                    **extra_samplers, "size": self.size, "channels": self.channels,
                    "data_key": self.data.key, "data_split": self.data.split,
                    "kind": self.variant.kind, "classes": self.classes,
-                   "world": self.dist.world, "rank_digests": digests})
+                   "world": self.dist.world, "rank_digests": digests,
+                   "health": self.health.state() if self.health is not None else None})
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
         saved = ckpt.meta["state"]
@@ -179,8 +180,14 @@ class Trainer:
             raise GanforgeError(f"the data {self.cfg.data} is {self.size}px/{self.channels}ch "
                                 f"but the run was trained on {saved['size']}px/"
                                 f"{saved['channels']}ch")
+        if saved.get("data_key") not in (None, self.data.key):
+            raise GanforgeError(f"{self.cfg.data} is not the data this run was trained on (its "
+                                "content hash differs); point --data at the original images or "
+                                "start a new run")
         for name, m in self.modules.items():
             ckpt.load_module(m, name)
+        if self.health is not None and saved.get("health"):
+            self.health.load_state(saved["health"])
         ckpt.load_optimizer(self.opt_G, "opt_G")
         ckpt.load_optimizer(self.opt_D, "opt_D")
         self.step = ckpt.step

@@ -20,8 +20,11 @@ class RunLock:
     """An exclusive lock on a run directory; the OS drops it if the process dies."""
 
     def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(run_dir / "train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(run_dir / "train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise GanforgeError(f"cannot use {run_dir} as a run directory: {e.strerror}") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
