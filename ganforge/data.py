@@ -383,16 +383,20 @@ def _resize_array(images: np.ndarray, size: int, channels: int, crop: float) -> 
 
 def describe(ds: Dataset) -> str:
     """The prepare report: how many files were used and which were skipped and why."""
-    m = ds.meta
-    lines = [f"prepared {m['count']} images ({m['size']}x{m['size']}, {m['channels']} channel"
+    return report(ds.meta, ds.path, "images", "meta.json")
+
+
+def report(m: dict[str, Any], path: Path, noun: str, meta_name: str) -> str:
+    """The report of any prepared cache (`noun`: images, pairs ...) from its metadata."""
+    lines = [f"prepared {m['count']} {noun} ({m['size']}x{m['size']}, {m['channels']} channel"
              f"{'s' if m['channels'] > 1 else ''}) from {_printable(m['source'])} into "
-             f"{_printable(str(ds.path))}"]
+             f"{_printable(str(path))}"]
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} of {m['files_seen']} files:")
         for s in m["skipped"][:20]:
             lines.append(f"  {_printable(s['path'])}: {s['reason']}")
         if len(m["skipped"]) > 20:
-            lines.append(f"  ... and {len(m['skipped']) - 20} more (see {ds.path}/meta.json)")
+            lines.append(f"  ... and {len(m['skipped']) - 20} more (see {path}/{meta_name})")
     return "\n".join(lines)
 
 

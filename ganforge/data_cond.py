@@ -330,16 +330,7 @@ def load_paired(path: str | Path) -> Paired:
 
 
 def describe_paired(p: Paired) -> str:
-    m = p.meta
-    lines = [f"prepared {m['count']} pairs ({m['size']}x{m['size']}, {m['channels']} channel"
-             f"{'s' if m['channels'] > 1 else ''}) from {data._printable(m['source'])} into "
-             f"{data._printable(str(p.path))}"]
-    if m["skipped"]:
-        lines.append(f"skipped {len(m['skipped'])} of {m['files_seen']} files:")
-        lines += [f"  {data._printable(s['path'])}: {s['reason']}" for s in m["skipped"][:20]]
-        if len(m["skipped"]) > 20:
-            lines.append(f"  ... and {len(m['skipped']) - 20} more (see {p.path}/pairs.json)")
-    return "\n".join(lines)
+    return data.report(p.meta, p.path, "pairs", "pairs.json")
 
 
 def resolve_paired(source: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,

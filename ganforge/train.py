@@ -247,19 +247,25 @@ class Trainer:
             batch.update(s.next(self.cfg.batch_size, self.dist.rank, self.dist.world))
         return batch
 
+    def apply(self, loss: torch.Tensor, module: torch.nn.Module,
+              opt: torch.optim.Optimizer) -> torch.Tensor:
+        """Backward, average gradients across processes, step; returns the gradient norm."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        dist_.all_reduce_grads(module, self.dist)
+        norm = grad_norm(module)
+        self.scaler.step(opt)
+        self.scaler.update()
+        return norm
+
     def d_step(self, batch: dict[str, torch.Tensor]) -> None:
         cfg, D, opt = self.cfg, self.D, self.opt_D
         inputs = self.inputs()
         self.last_batch = batch
         with self.autocast():
             loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs)
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_D).backward()
-        self.scaler.unscale_(opt)
-        dist_.all_reduce_grads(D, self.dist)
-        s["grad_norm_D"] = grad_norm(D)
-        self.scaler.step(opt)
-        self.scaler.update()
+        s["grad_norm_D"] = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)
         self._record(s)
         self.sched["d_steps"] += 1
@@ -271,13 +277,7 @@ class Trainer:
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
             loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs)
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_G).backward()
-        self.scaler.unscale_(opt)
-        dist_.all_reduce_grads(G, self.dist)
-        s["grad_norm_G"] = grad_norm(G)
-        self.scaler.step(opt)
-        self.scaler.update()
+        s["grad_norm_G"] = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
             ema_update(self.G_ema, G, cfg.ema)
