@@ -99,6 +99,8 @@ class TrainConfig:
     amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
                   choices=("off", "bf16", "fp16"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
+    tensorboard: bool = _f(True, "also write TensorBoard event files (when the optional "
+                           "tensorboard package is installed)")
     # health monitor
     health: bool = _f(True, "watch for NaN/Inf, an exploding critic, a winning D, mode collapse")
     on_problem: str = _f("rollback", "`rollback` to the last good checkpoint with a lower "

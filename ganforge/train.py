@@ -34,13 +34,14 @@ from ganforge import distributed as dist_
 from ganforge.config import TrainConfig, config_from_dict
 from ganforge.errors import GanforgeError
 from ganforge.health import HealthMonitor, Problem, diversity
-from ganforge.sample import save_grid, to_uint8
+from ganforge.sample import make_grid, save_grid, to_uint8
+from ganforge.tboard import TensorBoardLog
 from ganforge.train_utils import BatchSampler, RunLock, Stats, ema_update, grad_norm, make_optimizer
 from ganforge.variants import get_variant
 
 # Keys that may change when a run is resumed; anything else would not be the same run.
-RESUMABLE_KEYS = {"steps", "minutes", "log_every", "sample_every", "eval_every", "eval_n",
-                  "device", "threads", "data", "health", "on_problem", "max_rollbacks"}
+RESUMABLE_KEYS = {"tensorboard", "steps", "minutes", "log_every", "sample_every", "eval_every",
+                  "eval_n", "device", "threads", "data", "health", "on_problem", "max_rollbacks"}
 
 
 class TrainingStopped(GanforgeError):
@@ -130,6 +131,7 @@ class Trainer:
         self.nonfinite = torch.zeros((), device=device)
         self.evaluator = None
         self.improved = False
+        self.tb = TensorBoardLog(run_dir, enabled=False)  # opened by run()
 
     # -- state ----------------------------------------------------------------------------
 
@@ -363,11 +365,18 @@ class Trainer:
                 plots.plot_run(self.run_dir)
         return problem
 
+    def log(self, record: dict[str, Any]) -> None:
+        """One record to metrics.jsonl (and TensorBoard when installed); rank 0 only."""
+        io.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self.tb.record(record)
+
     def _interval_main(self) -> Problem | None:
         self.improved = False
         fake, nrow = self.grid_images()
-        save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", to_uint8(fake),
+        images = to_uint8(fake)
+        save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", images,
                   nrow=nrow, upscale=2 if self.size < 64 else 0)
+        self.tb.grid(self.step, make_grid(images, nrow))
         if self.health is not None and self.variant.kind != "translation":
             problem = self.health.check_samples(self.step, fake)
             if problem is not None:
@@ -376,8 +385,7 @@ class Trainer:
         if self.step % every == 0 or self.step == self.cfg.steps:
             results = self.evaluate()
             if results is not None:
-                io.append_jsonl(self.run_dir / "metrics.jsonl",
-                                {"kind": "eval", "step": self.step, **results})
+                self.log({"kind": "eval", "step": self.step, **results})
                 fid = results["fid"]
                 if self.state["best_fid"] is None or fid < self.state["best_fid"]:
                     self.state["best_fid"], self.state["best_step"] = fid, self.step
@@ -391,7 +399,7 @@ class Trainer:
                   "detail": problem.detail}
         if cfg.on_problem == "stop" or self.state["rollbacks"] >= cfg.max_rollbacks:
             if self.main:
-                io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": "stop"})
+                self.log({**record, "action": "stop"})
             why = "" if cfg.on_problem == "stop" else f" after {cfg.max_rollbacks} rollbacks"
             raise TrainingStopped(f"stopped{why}: {problem.message()}. The last good "
                                   f"checkpoint is {self.latest}")
@@ -407,13 +415,20 @@ class Trainer:
             self.health.stuck_since = None
         action = f"rolled back to step {ckpt.step}, learning rates x{scale:g}"
         if self.main:
-            io.append_jsonl(self.run_dir / "metrics.jsonl", {**record, "action": action})
+            self.log({**record, "action": action})
             tqdm.write(f"ganforge: {problem.kind} at step {problem.step} ({problem.detail}); "
                        f"{action}")
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        self.tb = TensorBoardLog(self.run_dir, self.cfg.tensorboard and self.main)
+        try:
+            return self._loop()
+        finally:
+            self.tb.close()
+
+    def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
         if self.main:
             io.write_json(self.run_dir / "config.json", cfg.to_dict())
@@ -466,7 +481,7 @@ class Trainer:
                     problem = self.health.check_interval(self.step, rec, nonfinite)
                 problem = dist_.broadcast_object(problem, self.dist)
                 if problem is None and self.main:
-                    io.append_jsonl(self.run_dir / "metrics.jsonl", rec)
+                    self.log(rec)
                     bar.set_postfix(loss_D=f"{rec.get('loss_D', 0):.3f}",
                                     loss_G=f"{rec.get('loss_G', 0):.3f}",
                                     img_s=f"{rec['images_per_s']:.0f}")

@@ -120,3 +120,20 @@ def test_minutes_limit_stops_and_checkpoints(fmnist_dir, tmp_path):
                 progress=False)
     assert 0 < res.step < 100000
     assert checkpoint.load_checkpoint(res.checkpoint).step == res.step
+
+
+def test_tensorboard_event_files_mirror_the_log(fmnist_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=10), run, progress=False)
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    loss_d = acc.Scalars("train/loss_D")
+    assert [e.step for e in loss_d] == [r["step"] for r in logged]
+    assert [e.value for e in loss_d] == pytest.approx([r["loss_D"] for r in logged])
+    assert [e.step for e in acc.Images("samples")] == [10]
+    off = tmp_path / "off"
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=5, tensorboard=False), off, progress=False)
+    assert not (off / "tensorboard").exists()
