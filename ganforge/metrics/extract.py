@@ -31,6 +31,7 @@ from ganforge.metrics.weights import load_classifier_head
 DEFAULT_DTYPE = "float32"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BATCH_SIZE = 50
+NET_BATCH = 25  # images per forward pass of the network, fixed (see FeatureExtractor._forward)
 
 Images = np.ndarray | torch.Tensor | Iterable | Callable[[int], np.ndarray]
 
@@ -149,8 +150,20 @@ class FeatureExtractor:
         return self.classifier is not None
 
     def _forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = preprocess(batch).to(self.device)  # [B, 3, 299, 299] float32
-        return self.net(x).float().cpu()  # [B, 2048]
+        # The network always sees NET_BATCH images (the last chunk zero-padded): convolution
+        # kernels pick their algorithm by batch shape, so this keeps every image's features
+        # bit-identical whatever batch_size or chunking the caller uses.
+        out = []
+        for i in range(0, len(batch), NET_BATCH):
+            part = batch[i:i + NET_BATCH]  # uint8 [n, H, W, C]
+            n = len(part)
+            if n < NET_BATCH:
+                pad = (NET_BATCH - n, *part.shape[1:])
+                part = torch.cat([part, part.new_zeros(pad)]) if isinstance(part, torch.Tensor) \
+                    else np.concatenate([part, np.zeros(pad, part.dtype)])
+            x = preprocess(part).to(self.device)  # [NET_BATCH, 3, 299, 299] float32
+            out.append(self.net(x).float().cpu()[:n])  # [n, 2048]
+        return torch.cat(out)
 
     def extract(self, images: Images, n: int | None = None, desc: str = "features") -> Features:
         """Features (and logits when a classifier is loaded) of ``images``.
