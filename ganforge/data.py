@@ -251,6 +251,16 @@ def _gray_image(path: Path) -> bool:
 # prepare
 
 
+def check_prepare_args(size: int, channels: int, crop: float) -> None:
+    """The checks every kind of prepare makes on --size, --channels and --crop."""
+    if not 0 < crop <= 1:
+        raise GanforgeError(f"--crop must be in (0, 1], got {crop}")
+    if size and not 8 <= size <= 1024:
+        raise GanforgeError(f"--size must be between 8 and 1024, got {size}")
+    if channels not in (0, 1, 3):
+        raise GanforgeError(f"--channels must be 1 or 3, got {channels}")
+
+
 def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, crop: float = 1.0,
             limit: int = 0, per_folder: int = 0, progress: bool = True) -> Dataset:
     """Prepare `source` (image folder, idx file, or `fashion-mnist[:train|:test]`) into `out`.
@@ -259,12 +269,7 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
     else 3. Returns the loaded Dataset. An existing finished cache at `out` is replaced only
     once the new one is complete.
     """
-    if not 0 < crop <= 1:
-        raise GanforgeError(f"--crop must be in (0, 1], got {crop}")
-    if size and not 8 <= size <= 1024:
-        raise GanforgeError(f"--size must be between 8 and 1024, got {size}")
-    if channels not in (0, 1, 3):
-        raise GanforgeError(f"--channels must be 1 or 3, got {channels}")
+    check_prepare_args(size, channels, crop)
     out = Path(out)
     labels = None
     skipped: list[dict[str, str]] = []

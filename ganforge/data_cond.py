@@ -57,15 +57,6 @@ def _base_meta(source: str, split: str, images: np.ndarray, files_seen: int,
             "has_labels": False}
 
 
-def _check_args(size: int, channels: int, crop: float) -> None:
-    if not 0 < crop <= 1:
-        raise GanforgeError(f"--crop must be in (0, 1], got {crop}")
-    if size and not 8 <= size <= 1024:
-        raise GanforgeError(f"--size must be between 8 and 1024, got {size}")
-    if channels not in (0, 1, 3):
-        raise GanforgeError(f"--channels must be 1 or 3, got {channels}")
-
-
 def _cached(ident: str) -> Path:
     key = hashlib.sha256(f"v{data.CACHE_VERSION}|{ident}".encode()).hexdigest()[:16]
     return data.cache_root() / "data" / key
@@ -82,7 +73,7 @@ def _listing(path: Path) -> list[tuple[str, int, int]]:
 def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, channels: int = 0,
                      crop: float = 1.0, progress: bool = True) -> data.Dataset:
     """A folder with one sub-folder per class -> a cache with labels and class names."""
-    _check_args(size, channels, crop)
+    data.check_prepare_args(size, channels, crop)
     root = Path(folder)
     if not root.is_dir():
         raise GanforgeError(f"labelled data folder not found: {folder}")
@@ -251,7 +242,7 @@ def _pairs_from_folders(root: Path, channels: int, size: int, crop: float, progr
 def prepare_paired(source: str, out: str | Path, *, size: int = 0, channels: int = 0,
                    crop: float = 1.0, limit: int = 0, progress: bool = True) -> Paired:
     """Prepare a paired set (see the module docstring) into `out`."""
-    _check_args(size, channels, crop)
+    data.check_prepare_args(size, channels, crop)
     out = Path(out)
     skipped: list[dict[str, str]] = []
     split = "train"
