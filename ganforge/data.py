@@ -251,6 +251,20 @@ def _gray_image(path: Path) -> bool:
 # prepare
 
 
+def decode_files(files: list[Path], root: Path, channels: int, size: int, crop: float,
+                 progress: bool, desc: str = "prepare"
+                 ) -> tuple[list[np.ndarray], list[dict[str, str]]]:
+    """Decode image files (progress bar); a file that cannot be used is skipped with its
+    reason (path relative to root), never fatal."""
+    arrays, skipped = [], []
+    for p in tqdm(files, desc=desc, unit="img", disable=not progress):
+        try:
+            arrays.append(_load_image(p, channels, size, crop))
+        except ValueError as e:
+            skipped.append({"path": str(p.relative_to(root)), "reason": str(e)})
+    return arrays, skipped
+
+
 def check_prepare_args(size: int, channels: int, crop: float) -> None:
     """The checks every kind of prepare makes on --size, --channels and --crop."""
     if not 0 < crop <= 1:
@@ -307,12 +321,7 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
             size = size or 64
             if not channels:
                 channels = 1 if all(_gray_image(p) for p in files[:200]) else 3
-            arrays = []
-            for p in tqdm(files, desc="prepare", unit="img", disable=not progress):
-                try:
-                    arrays.append(_load_image(p, channels, size, crop))
-                except ValueError as e:
-                    skipped.append({"path": str(p.relative_to(path)), "reason": str(e)})
+            arrays, skipped = decode_files(files, path, channels, size, crop, progress)
             if not arrays:
                 raise GanforgeError(f"none of the {len(files)} image files under {source} could "
                                     f"be used (first problem: {skipped[0]['path']}: "

@@ -95,14 +95,11 @@ def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, chan
                for p in data.list_images(root) if p.parent == root]
     arrays, labels = [], []
     for k, (name, fs) in enumerate(files.items()):
-        used = 0
-        for p in tqdm(fs, desc=f"prepare {name}", unit="img", disable=not progress):
-            try:
-                arrays.append(data._load_image(p, channels, size, crop))
-                labels.append(k)
-                used += 1
-            except ValueError as e:
-                skipped.append({"path": str(p.relative_to(root)), "reason": str(e)})
+        used, bad = data.decode_files(fs, root, channels, size, crop, progress,
+                                      desc=f"prepare {name}")
+        arrays += used
+        labels += [k] * len(used)
+        skipped += bad
         if not used:
             raise GanforgeError(f"none of the {len(fs)} images of class "
                                 f"{data._printable(name)!r} could be used (first problem: "
