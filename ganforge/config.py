@@ -90,15 +90,21 @@ class TrainConfig:
     log_every: int = _f(50, "generator steps between metric log lines", min=1)
     sample_every: int = _f(500, "generator steps between sample grids and checkpoints", min=1)
     grid_size: int = _f(64, "images in the fixed-latent sample grid", min=1, max=1024)
-    eval_every: int = _f(0, "generator steps between quick FID/KID evaluations (0 = at every "
-                         "sample interval)", min=0)
-    eval_n: int = _f(0, "generated images per quick FID/KID evaluation (0 = off)", min=0)
+    eval_every: int = _f(1000, "generator steps between quick FID/KID evaluations (0 = at "
+                         "every sample interval); a run that has passed one also gets one "
+                         "at its end", min=0)
+    eval_n: int = _f(250, "generated images per quick FID/KID evaluation against the training "
+                     "data (0 = off); checkpoints/best.safetensors is the lowest FID", min=0)
     seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0,
                    max=2**62)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
     amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
                   choices=("off", "bf16", "fp16"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
+    channels_last: bool = _f(False, "keep conv activations in channels-last memory layout "
+                             "(faster convolutions on CPUs with oneDNN and on GPUs)")
+    reuse_fakes: bool = _f(True, "with one D step per G step, the G step scores the D step's "
+                           "fakes instead of generating new ones (one G forward per step)")
     tensorboard: bool = _f(True, "also write TensorBoard event files (when the optional "
                            "tensorboard package is installed)")
     # health monitor
@@ -242,7 +248,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Fashion-MNIST-sized data on a laptop/CI CPU: a few minutes for recognisable samples.
     # A quick FID every 1000 steps keeps checkpoints/best.safetensors.
     "fast": dict(variant="dcgan", g_width=32, d_width=32, batch_size=64, ema=0.999,
-                 steps=1_000_000, log_every=25, sample_every=250, eval_every=1000, eval_n=250),
+                 steps=1_000_000, log_every=25, sample_every=250),
     "mlp": dict(variant="mlp"),
     "dcgan": dict(variant="dcgan"),
     "wgan": dict(variant="wgan"),

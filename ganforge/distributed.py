@@ -16,6 +16,11 @@ forward (which must not all-reduce D gradients) and `requires_grad_` toggling th
 special cases. Weights stay identical on every process because every process applies the same
 averaged gradients; EMA and weight clipping run identically everywhere. BatchNorm statistics
 are per process (rank 0's are broadcast before every snapshot). Only rank 0 writes files.
+
+Per-process state travels in checkpoints too: every process's RNG streams and its copy of the
+modules that are not synced (CycleGAN's history pool), gathered to rank 0. The quick FID/KID
+during training is shared the same way: every process generates and scores its slice of the
+evaluation images, rank 0 gathers the features and computes the figures.
 """
 
 from __future__ import annotations
@@ -113,6 +118,16 @@ def gather_object(obj: Any, d: Dist) -> list[Any]:
         return [obj]
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_main(obj: Any, d: Dist) -> list[Any] | None:
+    """Every process's `obj` in rank order on rank 0, None on the others (the larger payloads:
+    evaluation features, CycleGAN's pools). Tensors in `obj` should be on the CPU."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * d.world if d.main else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 

@@ -41,7 +41,8 @@ from ganforge.variants import get_variant
 
 # Keys that may change when a run is resumed; anything else would not be the same run.
 RESUMABLE_KEYS = {"tensorboard", "steps", "minutes", "log_every", "sample_every", "eval_every",
-                  "eval_n", "device", "threads", "data", "health", "on_problem", "max_rollbacks"}
+                  "eval_n", "device", "threads", "channels_last", "data", "health", "on_problem",
+                  "max_rollbacks"}
 
 
 class TrainingStopped(GanforgeError):
@@ -94,8 +95,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.nets = variant.build(cfg, td.size, td.channels, n_classes=self.n_classes)
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in self.nets.values():
-            m.to(device)
+            m.to(device, memory_format=fmt)
         self.G, self.D = self.nets["G"], self.nets["D"]
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema > 0 else None
         # every process holds the same G and D; extras (CycleGAN's pool) are per process
@@ -109,13 +111,16 @@ class Trainer:
         # above were built from the same seed everywhere, so they start identical
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
         # one sampler per independently shuffled part (CycleGAN: domain A, domain B)
-        self.samplers = [BatchSampler(_tensors(part, device), seed=cfg.seed + 1009 * i)
+        self.samplers = [BatchSampler(_tensors(part, device), seed=cfg.seed + 1009 * i,
+                                      memory_format=fmt)
                          for i, part in enumerate(td.parts)]
         self.sampler = self.samplers[0]
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.fixed = variant.fixed_inputs(cfg, self.n_classes, td.parts,
                                           torch.Generator().manual_seed(cfg.seed + 2))
         self.last_batch: dict[str, torch.Tensor] = {}
+        self.reuse = variant.reuses_fakes(cfg)
+        self.last_fake: torch.Tensor | None = None  # the D step's fakes, kept for the G step
         self.step = 0
         self.sched = {"d_steps": 0, "g_steps": 0, "d_choices": 0, "g_choices": 0, "kimg": 0.0}
         self.state: dict[str, Any] = {"best_fid": None, "best_step": None, "lr_scale": 1.0,
@@ -158,6 +163,12 @@ class Trainer:
         if self.device.type == "cuda":
             cuda_rng = dist_.gather_object(torch.cuda.get_rng_state(self.device), self.dist)
             tensors.update({f"rng.cuda.rank{r}": t for r, t in enumerate(cuda_rng)})
+        # modules kept per process (CycleGAN's history pool): rank 0's under its own name, as
+        # one process saves it, rank r's as `<name>_rank<r>.*`
+        for name in [k for k in self.modules if k not in self.synced]:
+            state = {k: v.cpu() for k, v in self.modules[name].state_dict().items()}
+            for r, sd in enumerate((dist_.gather_to_main(state, self.dist) or [])[1:], 1):
+                tensors.update({f"{name}_rank{r}.{k}": v for k, v in sd.items()})
         for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
         digests = dist_.gather_object(dist_.digest(self.synced), self.dist)
@@ -186,8 +197,18 @@ class Trainer:
             raise GanforgeError(f"{self.cfg.data} is not the data this run was trained on (its "
                                 "content hash differs); point --data at the original images or "
                                 "start a new run")
+        saved_rank = self.dist.rank % int(saved.get("world", 1))
         for name, m in self.modules.items():
-            ckpt.load_module(m, name)
+            prefix = name
+            if name not in self.synced and saved_rank:
+                # a module kept per process (CycleGAN's pool): each process resumes its own.
+                # With another number of processes, process r takes saved process
+                # r % saved_world's (a full history rather than an empty one; two copies of one
+                # diverge with the next fakes) and the pools of the other saved ranks are
+                # dropped; a checkpoint holding rank 0's pool only gives that one to all.
+                if ckpt.module_state(f"{name}_rank{saved_rank}"):
+                    prefix = f"{name}_rank{saved_rank}"
+            ckpt.load_module(m, prefix)
         if self.health is not None and saved.get("health"):
             self.health.load_state(saved["health"])
         ckpt.load_optimizer(self.opt_G, "opt_G")
@@ -266,7 +287,11 @@ class Trainer:
         inputs = self.inputs()
         self.last_batch = batch
         with self.autocast():
-            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs)
+            # reusing fakes: make them with G's graph kept; D's loss sees them detached
+            fake = self.G(inputs["z"]) if self.reuse else None
+            kept = {} if fake is None else {"fake": fake}
+            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs, **kept)
+        self.last_fake = fake
         s["grad_norm_D"] = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)
         self._record(s)
@@ -275,10 +300,12 @@ class Trainer:
 
     def g_step(self) -> None:
         cfg, G, opt = self.cfg, self.G, self.opt_G
-        inputs = self.inputs()
+        fake, self.last_fake = self.last_fake, None
+        inputs = self.inputs() if fake is None else {}
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
-            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs)
+            kept = {} if fake is None else {"fake": fake}
+            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs, **kept)
         s["grad_norm_G"] = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
@@ -335,35 +362,55 @@ class Trainer:
         return rec
 
     def evaluate(self) -> dict[str, Any] | None:
-        """Quick FID/KID of eval_n generated images against the training data."""
+        """Quick FID/KID of eval_n generated images against the training data. Every process
+        calls it: each generates and scores its slice of the images, rank 0 computes the
+        figures from the gathered features, and every process returns them."""
         if not self.cfg.eval_n or self.evaluator is False or self.variant.kind == "translation":
             return None  # translation models: `ganforge evaluate` scores them on held-out data
         from ganforge.metrics.training import TrainingEvaluator
 
         if self.evaluator is None:
             self.evaluator = TrainingEvaluator(self.ds, self.cfg.eval_n, self.device,
-                                               progress=False)
+                                               progress=False, dist=self.dist)
         G_eval = self.G_ema if self.G_ema is not None else self.G
-        if self.variant.kind == "conditional":
-            from ganforge.nets.conditional import CycledClasses
+        # conditional G: every class equally often
+        n_classes = self.n_classes if self.variant.kind == "conditional" else 0
+        results = self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3, n_classes)
+        return dist_.broadcast_object(results, self.dist)
 
-            G_eval = CycledClasses(G_eval, self.n_classes)  # every class equally often
-        return self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3)
+    def at_interval(self) -> bool:
+        """Is this step a sample interval, an evaluation step or the last step?"""
+        cfg = self.cfg
+        return (self.step % cfg.sample_every == 0 or self.step == cfg.steps
+                or bool(cfg.eval_n and cfg.eval_every and self.step % cfg.eval_every == 0))
 
-    def interval(self) -> Problem | None:
-        """At every sample interval: grid, collapse check, evaluation, checkpoint, plots.
-        Rank 0 does the work; the outcome is shared with every process."""
+    def interval(self, final: bool = False) -> Problem | None:
+        """At every sample interval: grid and collapse check (rank 0; the outcome is shared
+        with every process), evaluation (every process scores its share), checkpoint, plots."""
         for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
         problem = self._interval_main() if self.main else None
         problem = dist_.broadcast_object(problem, self.dist)
-        if problem is None:
-            self.save(self.latest)
-            if self.main:
-                if self.improved:
-                    _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
-                plots.plot_run(self.run_dir)
-        return problem
+        if problem is not None:
+            return problem
+        self.improved = False
+        every = self.cfg.eval_every or self.cfg.sample_every
+        final = final or self.step == self.cfg.steps
+        if self.step % every == 0 or final and self.step >= every:
+            results = self.evaluate()  # the same figures on every process
+            if results is not None:
+                if self.main:
+                    self.log({"kind": "eval", "step": self.step, **results})
+                fid = results["fid"]
+                if self.state["best_fid"] is None or fid < self.state["best_fid"]:
+                    self.state["best_fid"], self.state["best_step"] = fid, self.step
+                    self.improved = True
+        self.save(self.latest)
+        if self.main:
+            if self.improved:
+                _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
+            plots.plot_run(self.run_dir)
+        return None
 
     def log(self, record: dict[str, Any]) -> None:
         """One record to metrics.jsonl (and TensorBoard when installed); rank 0 only."""
@@ -371,25 +418,14 @@ class Trainer:
         self.tb.record(record)
 
     def _interval_main(self) -> Problem | None:
-        self.improved = False
+        """Rank 0's part of an interval: the sample grid and the collapse check."""
         fake, nrow = self.grid_images()
         images = to_uint8(fake)
         save_grid(self.run_dir / "samples" / f"step-{self.step:06d}.png", images,
                   nrow=nrow, upscale=2 if self.size < 64 else 0)
         self.tb.grid(self.step, make_grid(images, nrow))
         if self.health is not None and self.variant.kind != "translation":
-            problem = self.health.check_samples(self.step, fake)
-            if problem is not None:
-                return problem
-        every = self.cfg.eval_every or self.cfg.sample_every
-        if self.step % every == 0 or self.step == self.cfg.steps:
-            results = self.evaluate()
-            if results is not None:
-                self.log({"kind": "eval", "step": self.step, **results})
-                fid = results["fid"]
-                if self.state["best_fid"] is None or fid < self.state["best_fid"]:
-                    self.state["best_fid"], self.state["best_step"] = fid, self.step
-                    self.improved = True
+            return self.health.check_samples(self.step, fake)
         return None
 
     def handle(self, problem: Problem) -> None:
@@ -486,16 +522,15 @@ class Trainer:
                                     loss_G=f"{rec.get('loss_G', 0):.3f}",
                                     img_s=f"{rec['images_per_s']:.0f}")
                     last = rec
-            if problem is None and (self.step % cfg.sample_every == 0
-                                    or self.step == cfg.steps):
+            if problem is None and self.at_interval():
                 problem = self.interval()
             if problem is not None:
                 self.handle(problem)
                 bar.n = self.step
                 bar.refresh()
         bar.close()
-        if ran and self.step % cfg.sample_every != 0 and self.step != cfg.steps:
-            problem = self.interval()  # stopped by the clock
+        if ran and not self.at_interval():
+            problem = self.interval(final=True)  # stopped by the clock
             if problem is not None:
                 raise TrainingStopped(problem.message())
         return TrainResult(run_dir=self.run_dir, step=self.step, last_log=last,

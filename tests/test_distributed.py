@@ -1,5 +1,7 @@
-"""Data-parallel training with torchrun on CPU (gloo): in sync, exact, resumable."""
+"""Data-parallel training with torchrun on CPU (gloo): in sync, exact, resumable, for every
+kind of variant; the training-time FID is computed from all processes' images."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from ganforge import checkpoint
+from ganforge import checkpoint, data, data_cond
 
 COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
           "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=2",
@@ -30,8 +32,14 @@ def state(run):
     return checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors")
 
 
+def evals(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "eval"]
+
+
 def test_two_processes_match_one_at_the_same_global_batch(fmnist_dir, tmp_path):
-    args = ["--variant", "mlp", "--steps", "6", "--set", "dropout=0"]
+    args = ["--variant", "mlp", "--steps", "6", "--set", "dropout=0", "--set", "eval_n=12",
+            "--set", "eval_every=6"]
     launch(2, fmnist_dir, tmp_path / "ddp", *args)
     launch(1, fmnist_dir, tmp_path / "one", *args)
     a, b = state(tmp_path / "ddp"), state(tmp_path / "one")
@@ -39,6 +47,16 @@ def test_two_processes_match_one_at_the_same_global_batch(fmnist_dir, tmp_path):
     for k, t in a.module_state("G").items():
         # same images, same latents, averaged gradients: equal up to float summation order
         torch.testing.assert_close(t, b.module_state("G")[k], rtol=1e-4, atol=1e-6)
+    # The quick FID: each process generated and scored 6 of the 12 images, rank 0 gathered
+    # the features. They are the images one process makes from the same latents, with weights
+    # equal to ~1e-6: G's weights perturbed by 1e-5 to 1e-4 relative change 3-17 pixels by one
+    # grey level and FID (~470 here) and KID by < 1e-4 relative, while scoring other images
+    # (both processes the same slice) moves FID by 0.5 %. Hence 5e-4 (equal bits in practice).
+    (ev2,), (ev1,) = evals(tmp_path / "ddp"), evals(tmp_path / "one")
+    assert ev2["step"] == ev1["step"] == 6 and ev2["n_fake"] == ev1["n_fake"] == 12
+    assert ev2["fid12_train"] == pytest.approx(ev1["fid12_train"], rel=5e-4)
+    assert ev2["kid12_train"] == pytest.approx(ev1["kid12_train"], rel=5e-4)
+    assert a.meta["state"]["best_fid"] == ev2["fid"]
 
 
 @pytest.mark.parametrize("variant", ["dcgan", "wgan-gp"])
@@ -66,3 +84,52 @@ def test_batch_must_divide_across_processes(fmnist_dir, tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0
     assert "batch_size 15 (the global batch) must be divisible by the 2 processes" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory):
+    """Small real data for the other kinds of variant: 32 pairs (edge map -> Fashion-MNIST
+    test item) for pix2pix, and 32 test items as CycleGAN's domain A (the 300 training items
+    are its domain B)."""
+    root = tmp_path_factory.mktemp("ddp-data")
+    data_cond.prepare_paired("fashion-mnist-edges:test", root / "edges", limit=32,
+                             progress=False)
+    data.prepare("fashion-mnist:test", root / "a", limit=32, progress=False)
+    return root
+
+
+def digests_agree(run):
+    ck = state(run)
+    digests = ck.meta["state"]["rank_digests"]
+    assert ck.meta["state"]["world"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    return ck
+
+
+def test_cgan_and_pix2pix_ranks_stay_identical(fmnist_dir, small_sets, tmp_path):
+    # cgan: labelled Fashion-MNIST (the fixture keeps the labels); each process draws its slice
+    # of the global labels too. pix2pix: G's dropout differs per process, the averaged
+    # gradients do not.
+    launch(2, fmnist_dir, tmp_path / "cgan", "--variant", "cgan", "--steps", "2")
+    assert digests_agree(tmp_path / "cgan").meta["state"]["classes"] == \
+        data.FASHION_MNIST_CLASSES
+    launch(2, small_sets / "edges", tmp_path / "p2p", "--variant", "pix2pix", "--steps", "2",
+           "--set", "g_width=4", "--set", "d_width=4")
+    assert digests_agree(tmp_path / "p2p").step == 2
+
+
+def test_cyclegan_pools_per_process_and_resume_under_ddp(fmnist_dir, small_sets, tmp_path):
+    args = ["--variant", "cyclegan", "--data-b", str(fmnist_dir), "--size", "28",
+            "--set", "g_width=4", "--set", "d_width=4", "--set", "res_blocks=1",
+            "--set", "batch_size=4", "--set", "pool_size=3", "--set", "lr_decay=0"]
+    launch(2, small_sets / "a", tmp_path / "straight", *args, "--steps", "4",
+           "--set", "sample_every=4")  # fewer snapshots; they do not change the training
+    launch(2, small_sets / "a", tmp_path / "split", *args, "--steps", "2")
+    launch(2, small_sets / "a", tmp_path / "split", *args, "--resume", "--steps", "4")
+    a, b = digests_agree(tmp_path / "straight"), digests_agree(tmp_path / "split")
+    # each process's pool holds the fakes of its own slice of the batch
+    assert not torch.equal(a.tensors["pool.images_a"], a.tensors["pool_rank1.images_a"])
+    # every process resumed its own pool and RNG streams: bit-identical to the straight run
+    assert a.step == b.step == 4
+    for prefix in ("G", "D", "pool", "pool_rank1"):
+        for k, t in a.module_state(prefix).items():
+            assert torch.equal(t, b.module_state(prefix)[k]), f"{prefix}.{k} differs"

@@ -16,7 +16,8 @@ def eval_run(fmnist_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("evalrun") / "run"
     cfg = build_config([{"data": str(fmnist_dir), "variant": "dcgan", "g_width": 8,
                          "d_width": 8, "z_dim": 16, "batch_size": 16, "steps": 15,
-                         "log_every": 5, "sample_every": 5, "eval_n": 24}])
+                         "log_every": 5, "sample_every": 5, "eval_n": 24,
+                         "eval_every": 5}])
     train(cfg, run, progress=False)
     return run
 
@@ -33,6 +34,22 @@ def test_training_keeps_best_by_fid(eval_run):
     assert load_generator(eval_run).step == best["step"]  # sample/serve use best by default
     assert load_generator(eval_run, prefer="latest").step == 15
     assert (eval_run / "plots" / "fid.png").exists()
+
+
+def test_quick_fid_is_on_by_default_and_runs_at_the_end(fmnist_dir, tmp_path):
+    """By default every run that passes `eval_every` steps is scored (so `best` exists); the
+    end of the run is scored too, and a run too short to reach one evaluation is not."""
+    default = build_config([{"data": str(fmnist_dir)}])
+    assert default.eval_n > 0 and default.eval_every > 0
+    tiny = {"data": str(fmnist_dir), "variant": "dcgan", "g_width": 8, "d_width": 8,
+            "z_dim": 16, "batch_size": 16, "log_every": 3, "sample_every": 3, "eval_n": 12,
+            "eval_every": 4}
+    for steps, expected in ((7, [4, 7]), (3, [])):
+        run = tmp_path / f"s{steps}"
+        train(build_config([{**tiny, "steps": steps}]), run, progress=False)
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in lines if r["kind"] == "eval"] == expected
+        assert (run / "checkpoints" / "best.safetensors").exists() == bool(expected)
 
 
 def test_evaluate_cli_prints_protocol_names(eval_run, fmnist_dir, tmp_path):

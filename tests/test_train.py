@@ -137,3 +137,43 @@ def test_tensorboard_event_files_mirror_the_log(fmnist_dir, tmp_path):
     off = tmp_path / "off"
     train(cfg_for(fmnist_dir, variant="dcgan", steps=5, tensorboard=False), off, progress=False)
     assert not (off / "tensorboard").exists()
+
+
+def _count_g_forwards(data_dir, tmp_path, **kw):
+    from ganforge.train import Trainer
+
+    trainer = Trainer(cfg_for(data_dir, variant="dcgan", **kw), tmp_path / "run", progress=False)
+    calls = []
+    trainer.G.register_forward_hook(lambda m, i, o: calls.append(o))
+    for _ in range(3):
+        trainer.d_step(trainer.real_batch())
+        trainer.g_step()
+    return trainer, calls
+
+
+def test_g_step_scores_the_d_steps_fakes(fmnist_dir, tmp_path):
+    _, reused = _count_g_forwards(fmnist_dir, tmp_path / "a")
+    _, fresh = _count_g_forwards(fmnist_dir, tmp_path / "b", reuse_fakes=False)
+    assert len(reused) == 3 and len(fresh) == 6  # one G forward per iteration instead of two
+    # the first iteration's fakes are the same images either way (same z, same weights)
+    torch.testing.assert_close(reused[0], fresh[0])
+    # and D's loss saw them detached: the G step is the only one that moves G
+    trainer, _ = _count_g_forwards(fmnist_dir, tmp_path / "c", n_critic=2)
+    assert not trainer.reuse  # two D steps per G step: the G step makes its own fakes
+
+
+@pytest.mark.parametrize("extra,tol", [({"channels_last": True}, 1e-4), ({"amp": "bf16"}, 0.05)])
+def test_fast_paths_train_the_same_model(fmnist_dir, tmp_path, extra, tol):
+    """channels_last changes only the memory layout and bf16 only the matmul precision: after
+    a few steps the weights stay within float noise (bf16: a few per cent) of float32's."""
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=4), tmp_path / "ref", progress=False)
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=4, **extra), tmp_path / "fast",
+          progress=False)
+    a, b = weights(tmp_path / "ref"), weights(tmp_path / "fast")
+    worst = 0.0
+    for k in a:
+        if a[k].is_floating_point() and a[k].ndim > 1:
+            worst = max(worst, ((a[k] - b[k]).abs().max() / a[k].abs().max()).item())
+    assert worst <= tol
+    if "amp" in extra:
+        assert worst > 0  # bf16 really was in use

@@ -1,6 +1,8 @@
 """CycleGAN's history of generated images (Shrivastava et al. 2017): the discriminators see a
 mix of current and earlier fakes, which damps oscillation. The pool's images live in buffers,
-so they travel in checkpoints and a resumed run sees the same history."""
+so they travel in checkpoints and a resumed run sees the same history. Under data-parallel
+training every process keeps its own pool of the fakes made from its slice of the batch; the
+checkpoint holds all of them (`Trainer.save` / `Trainer.restore`)."""
 
 from __future__ import annotations
 

@@ -141,16 +141,28 @@ class Variant:
         return loss, {"loss_G": loss.detach()}
 
     def d_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
-        """D's loss on a real batch and fakes made from `inputs` (no G gradients)."""
-        with torch.no_grad():
-            fake = nets["G"](inputs["z"])
-        return self.d_loss(nets, cfg, batch["real"], fake.float())
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
+        """D's loss on a real batch and fakes made from `inputs` (no G gradients), or on
+        `fake` when the loop made them (see `reuses_fakes`)."""
+        if fake is None:
+            with torch.no_grad():
+                fake = nets["G"](inputs["z"])
+        return self.d_loss(nets, cfg, batch["real"], fake.detach().float())
 
     def g_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
-        """G's loss (`batch` is the last D step's batch; unconditional G does not use it)."""
-        return self.g_loss(nets, cfg, nets["G"](inputs["z"]))
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
+        """G's loss (`batch` is the last D step's batch; unconditional G does not use it).
+        `fake`, when given, is the last D step's fakes with their graph to G kept."""
+        return self.g_loss(nets, cfg, nets["G"](inputs["z"]) if fake is None else fake)
+
+    def reuses_fakes(self, cfg: TrainConfig) -> bool:
+        """Whether the G step may score the fakes of the D step just before it (one G forward
+        per iteration instead of two, as in the PyTorch DCGAN example). Needs one D step per
+        G step and a G step whose inputs do not depend on the real batch."""
+        return (self.kind == "unconditional" and cfg.reuse_fakes and cfg.n_critic == 1
+                and cfg.schedule == "alternate")
 
     @torch.no_grad()
     def after_d_step(self, nets: dict[str, nn.Module], cfg: TrainConfig) -> None:

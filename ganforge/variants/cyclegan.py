@@ -1,8 +1,9 @@
 """CycleGAN (Zhu et al. 2017): unpaired translation between domains A and B. Generators
 G: A->B and F: B->A (ResNet blocks) form the G group, PatchGAN critics D_A, D_B the D group.
 Least-squares GAN loss, cycle loss λ·(‖F(G(a))−a‖₁ + ‖G(F(b))−b‖₁) with λ = 10, an optional
-identity loss, a history pool of 50 generated images per critic (saved in checkpoints), and
-the learning rates decayed linearly to 0 over the second half of the run."""
+identity loss, a history pool of 50 generated images per critic (one per training process,
+all saved in checkpoints), and the learning rates decayed linearly to 0 over the second half of
+the run."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ class CycleGAN(Variant):
         return torch.cat([A, fake_B, G.b2a(fake_B), B, fake_A, G.a2b(fake_A)]), n
 
     def d_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
         G, D, pool = nets["G"], nets["D"], nets["pool"]
         A, B = batch["A"], batch["B"]
         with torch.no_grad():
@@ -101,7 +103,8 @@ class CycleGAN(Variant):
         return loss, stats
 
     def g_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
         G, D = nets["G"], nets["D"]
         A, B = batch["A"], batch["B"]
         fake_B, fake_A = G.a2b(A), G.b2a(B)
