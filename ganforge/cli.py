@@ -37,6 +37,7 @@ EPILOG = {
   ganforge sample runs/faces/checkpoints/latest.safetensors --n 100 --out samples/ --seed 7
   ganforge sample runs/cgan --class Sneaker --n 16 --grid sneakers.png
   ganforge sample runs/cgan --n 80 --grid by-class.png     # one row per class
+  ganforge sample runs/cgan-text --prompt "a running shoe" --n 16 --grid shoes.png
 """,
     "translate": """examples:
   ganforge translate runs/p2p --in edges/ --out translated/
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_", metavar="K",
                    help="conditional models: the class (name or index); default: one row per "
                    "class")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help="text-conditioned cgan (condition=text): describe the image, any "
+                   "phrasing (needs ganforge[text])")
 
     p = cmd("translate", "translate image files or folders with a pix2pix / CycleGAN model")
     p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
@@ -235,7 +239,8 @@ def _prepare(args: argparse.Namespace) -> None:
         print(data_cond.describe_paired(pairs))
         return
     if args.labelled:
-        ds = data_cond.prepare_labelled(args.source, args.out, **common)
+        ds = data_cond.prepare_labelled(args.source, args.out, limit=args.limit,
+                                        per_folder=args.per_folder, **common)
     else:
         ds = data.prepare(args.source, args.out, limit=args.limit, per_folder=args.per_folder,
                           **common)
@@ -249,10 +254,12 @@ def _sample(args: argparse.Namespace) -> None:
         raise GanforgeError("give --out DIR (PNG files) and/or --grid FILE")
     gen = load_generator(args.checkpoint, prefer="latest" if args.latest else "best")
     images = write_samples(gen, args.n, args.out, seed=args.seed, truncation=args.truncation,
-                           grid=args.grid, class_=args.class_)
+                           grid=args.grid, class_=args.class_, prompt=args.prompt)
     where = " and ".join(x for x in (args.out and f"{args.out}/", args.grid) if x)
     which = ""
-    if gen.kind == "conditional":
+    if args.prompt is not None:
+        which = f" for the prompt {args.prompt.strip()!r}"
+    elif gen.kind == "conditional":
         which = (f" of class {gen.classes[gen.class_index(args.class_)]!r}"
                  if args.class_ is not None else f", one row per class ({len(gen.classes)})")
     print(f"wrote {len(images)} samples{which} from {gen.path} (step {gen.step}) to {where}")

@@ -47,6 +47,19 @@ class TrainConfig:
     dropout: float = _f(0.3, "dropout in the MLP networks", min=0.0, max=0.95)
     embed_dim: int = _f(0, "conditional G: label embedding size joined to z (0 = z_dim)",
                         min=0, max=4096)
+    cond_norm: bool = _f(True, "cgan: the condition also sets the scale and shift of every "
+                         "BatchNorm in G (conditional BatchNorm); off = it is only joined to z")
+    mode_seeking: float = _f(0.0, "cgan: weight λ of the mode-seeking term λ / (mean |G(z1,c) - "
+                             "G(z2,c)| / mean |z1 - z2|) in G's loss (Mao et al. 2019), which "
+                             "keeps G from ignoring z (0 = off)", min=0.0)
+    condition: str = _f("label", "cgan: `label` (a learned embedding per class) or `text` "
+                        "(frozen sentence embeddings of captions; needs ganforge[text])",
+                        choices=("label", "text"))
+    text_model: str = _f("all-MiniLM-L6-v2", "cgan with condition=text: the sentence-embedding "
+                         "model (only its name is kept in checkpoints)")
+    captions: str = _f("", "cgan with condition=text: a captions file (JSON or `class: phrase` "
+                       "lines; default: captions.json/.txt in the labelled folder, built in for "
+                       "fashion-mnist)", optional=True)
     res_blocks: int = _f(6, "CycleGAN generator: residual blocks at the bottleneck", min=1,
                          max=64)
     # objective and schedule
@@ -98,8 +111,9 @@ class TrainConfig:
     seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0,
                    max=2**62)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
-    amp: str = _f("off", "mixed precision: `off`, `bf16` or `fp16` (fp16 on GPU only)",
-                  choices=("off", "bf16", "fp16"))
+    amp: str = _f("off", "mixed precision: `off`, `bf16`, `fp16` (GPU only) or `auto` (bf16 "
+                  "where the hardware computes it natively: recent GPUs, CPUs with AVX-512 "
+                  "BF16 or AMX; else off)", choices=("off", "bf16", "fp16", "auto"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
     channels_last: bool = _f(False, "keep conv activations in channels-last memory layout "
                              "(faster convolutions on CPUs with oneDNN and on GPUs)")
@@ -245,10 +259,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 # Presets: a variant plus tuned overrides. `ganforge train --preset NAME`.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Fashion-MNIST-sized data on a laptop/CI CPU: a few minutes for recognisable samples.
-    # A quick FID every 1000 steps keeps checkpoints/best.safetensors.
-    "fast": dict(variant="dcgan", g_width=32, d_width=32, batch_size=64, ema=0.999,
-                 steps=1_000_000, log_every=25, sample_every=250),
+    # Fashion-MNIST-sized data on a laptop/CI CPU, tuned for FID per minute of training
+    # (bench/bench_quality.py; the steps behind the choices are in docs/BENCHMARKS.md): a G
+    # twice as wide as D, Adam at 10x the DCGAN learning rate with an EMA of G (the EMA
+    # averages out the noise that rate brings), bf16 where the CPU has it natively.
+    "fast": dict(variant="dcgan", g_width=64, d_width=32, batch_size=64, lr_g=2e-3, lr_d=2e-3,
+                 ema=0.999, amp="auto", steps=1_000_000, log_every=25, sample_every=250),
+    # The same recipe sized for a GPU: wider nets, larger batches, channels-last bf16.
+    # Not yet tuned on a GPU (none was available when it was written).
+    "gpu": dict(variant="dcgan", g_width=128, d_width=64, batch_size=256, lr_g=2e-3,
+                lr_d=2e-3, ema=0.999, amp="auto", channels_last=True, steps=1_000_000,
+                log_every=50, sample_every=1000, eval_n=2000, eval_every=2000),
     "mlp": dict(variant="mlp"),
     "dcgan": dict(variant="dcgan"),
     "wgan": dict(variant="wgan"),

@@ -70,10 +70,38 @@ def _listing(path: Path) -> list[tuple[str, int, int]]:
 # labelled folders
 
 
+def _cap_per_class(files: dict[str, list[Path]], limit: int) -> dict[str, list[Path]]:
+    """At most `limit` files in all, taken from the classes in turn (file 0 of every class,
+    then file 1, ...), so every class keeps as many as the others where it can."""
+    if not limit:
+        return files
+    if limit < len(files):
+        raise GanforgeError(f"--limit {limit} is less than the number of classes "
+                            f"({len(files)}); every class needs at least one image")
+    kept: dict[str, list[Path]] = {name: [] for name in files}
+    taken, depth = 0, 0
+    while taken < limit:
+        added = False
+        for name, fs in files.items():
+            if depth < len(fs) and taken < limit:
+                kept[name].append(fs[depth])
+                taken, added = taken + 1, True
+        if not added:
+            break
+        depth += 1
+    return kept
+
+
 def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, channels: int = 0,
-                     crop: float = 1.0, progress: bool = True) -> data.Dataset:
-    """A folder with one sub-folder per class -> a cache with labels and class names."""
+                     crop: float = 1.0, limit: int = 0, per_folder: int = 0,
+                     progress: bool = True) -> data.Dataset:
+    """A folder with one sub-folder per class -> a cache with labels and class names.
+
+    `per_folder`: at most K images from each folder (a class folder, or each folder inside
+    it, e.g. one per person); `limit`: at most N images in all, balanced across classes."""
     data.check_prepare_args(size, channels, crop)
+    if limit < 0 or per_folder < 0:
+        raise GanforgeError("--limit and --per-folder must be >= 0")
     root = Path(folder)
     if not root.is_dir():
         raise GanforgeError(f"labelled data folder not found: {folder}")
@@ -81,13 +109,14 @@ def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, chan
     if len(class_dirs) < 2:
         raise GanforgeError(f"{folder} needs one sub-folder per class (at least 2); found "
                             f"{len(class_dirs)}")
-    files = {d.name: data.list_images(d) for d in class_dirs}
+    files = {d.name: data.list_images(d, per_folder) for d in class_dirs}
     empty = [name for name, fs in files.items() if not fs]
     if empty:
         raise GanforgeError(f"class folder(s) with no images under {folder}: "
                             f"{', '.join(data._printable(n) for n in empty)}; add images or "
                             "remove the folder")
     size = size or 64
+    files = _cap_per_class(files, limit)
     every = [p for fs in files.values() for p in fs]
     if not channels:
         channels = 1 if all(data._gray_image(p) for p in every[:200]) else 3
@@ -107,7 +136,8 @@ def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, chan
     images = np.ascontiguousarray(np.stack(arrays), dtype=np.uint8)
     meta = _base_meta(str(root.resolve()), "train", images, len(every) + sum(
         1 for s in skipped if s["reason"] == "not inside a class folder"), skipped, crop)
-    meta.update(has_labels=True, classes=[d.name for d in class_dirs])
+    meta.update(has_labels=True, classes=[d.name for d in class_dirs], limit=limit,
+                per_folder=per_folder)
     data._write_cache(Path(out), images, np.asarray(labels, dtype=np.int64), meta)
     return data.load_dataset(out)
 

@@ -4,8 +4,11 @@ checkpoint).
 * conditional: a small CNN trained on the real labelled training images (cached per dataset
   hash) labels `n_per_class` generated images of every class; its accuracy on them is shown
   beside its accuracy on real held-out images (the test split of a built-in dataset, else the
-  last 10% of the labelled set, which the classifier then never sees). Plus FID per class
-  (n generated images of class k vs n real held-out images of class k), with the counts stated.
+  last 10% of the labelled set, which the classifier then never sees). Within-class
+  diversity: the mean pairwise distance of the generated images of a class over that of as many
+  real held-out images of the class (1 = as varied as the real ones; near 0 = G ignores z and
+  draws one image per class). Plus FID per class (n generated images of class k vs n real
+  held-out images of class k), with the counts stated.
 * translation: held-out inputs are translated and compared with the target domain by FID;
   pix2pix, which has true targets, also by L1 (mean absolute error, pixel values in [0, 1])
   and PSNR (dB, peak 255).
@@ -30,6 +33,23 @@ def _fid(fake: np.ndarray, real: np.ndarray, key: str, split: str, extractor: An
     res = evaluate_images(fake, real, metrics=("fid",), real_key=key, split=split,
                           extractor=extractor, progress=False)
     return float(res[metric_name("fid", len(fake), split)])
+
+
+def within_class_diversity(fakes: list[np.ndarray], x_real: np.ndarray,
+                           y_real: np.ndarray) -> list[float]:
+    """Per class k: diversity(generated of class k) / diversity(as many real images of class
+    k), both the mean pairwise L2 distance of 16x16-pooled images (ganforge.health)."""
+    from ganforge.health import diversity
+
+    def div(images: np.ndarray) -> float:
+        return diversity(torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float()
+                         / 127.5 - 1)
+
+    out = []
+    for c, fake in enumerate(fakes):
+        real = x_real[y_real == c][:len(fake)]
+        out.append(div(fake) / max(div(real), 1e-8) if len(real) >= 2 else float("nan"))
+    return out
 
 
 def _labelled_split(gen: LoadedGenerator, ref: str | None
@@ -79,6 +99,9 @@ def evaluate_conditional(gen: LoadedGenerator, *, ref: str | None = None,
     pred = [predict(clf, f) for f in fakes]
     per_class = [float((p == c).mean()) for c, p in enumerate(pred)]
     results.update(acc_generated=float(np.mean(per_class)), acc_generated_per_class=per_class)
+    div = within_class_diversity(fakes, x_test, y_test)
+    results.update(diversity_ratio=float(np.nanmean(div)) if len(div) else float("nan"),
+                   diversity_ratio_per_class=div)
     if fid:
         from ganforge.metrics import FeatureExtractor
 
@@ -95,6 +118,67 @@ def evaluate_conditional(gen: LoadedGenerator, *, ref: str | None = None,
                        fid_real_per_class=[int(min((y_test == c).sum(), n_per_class))
                                            for c in range(k)])
     return results
+
+
+def evaluate_prompts(gen: LoadedGenerator, prompts: dict[str, list[str]], *,
+                     n_per_prompt: int = 50, seed: int = 0, truncation: float = 1.0,
+                     temperature: float | None = None, classifier_epochs: int = 2,
+                     progress: bool = True) -> dict[str, Any]:
+    """How often a text prompt lands on the class it describes: for every prompt of class k
+    (`prompts`: class name -> phrasings), `n_per_prompt` images are generated and labelled by
+    the cached classifier of `evaluate_conditional`; the score is the share labelled k. Beside
+    it, `text_only_acc`: how often the prompt's embedding is nearest (cosine) to class k's
+    mean caption embedding, the most the text encoder alone gets right. `temperature`: see
+    LoadedGenerator.prompt_embedding (0 = the prompts' own embeddings)."""
+    from ganforge import text
+    from ganforge.classifier import accuracy, cached_classifier, predict
+
+    if not gen.text_dim:
+        raise GanforgeError(f"{gen.path} is not conditioned on text (condition=text)")
+    if not 1 <= n_per_prompt <= 10_000:
+        raise GanforgeError(f"n_per_prompt must be between 1 and 10,000, got {n_per_prompt}")
+    unknown = sorted(set(prompts) - set(gen.classes))
+    if unknown:
+        raise GanforgeError(f"prompts for unknown class(es) {', '.join(unknown)}; the model's "
+                            f"classes are {', '.join(gen.classes)}")
+    x, y, key, x_test, y_test, split = _labelled_split(gen, None)
+    clf, info = cached_classifier(key, x, y, len(gen.classes), epochs=classifier_epochs,
+                                  progress=progress)
+    class_text = gen.G.class_text.detach().cpu()  # [K, text_dim]
+    rows = []
+    for i, (name, phrases) in enumerate(prompts.items()):
+        k = gen.classes.index(name)
+        for j, phrase in enumerate(phrases):
+            e = gen.prompt_embedding(phrase, temperature)  # [1, text_dim]
+            raw = text.embed([phrase], gen.config.text_model)
+            z = gen.latents(n_per_prompt, seed + 1000 * i + j)
+            images = gen.generate(z, truncation, c=e.expand(n_per_prompt, -1))
+            pred = predict(clf, images)
+            rows.append({"prompt": phrase, "class": name, "acc": float((pred == k).mean()),
+                         "top_class": gen.classes[int(np.bincount(pred).argmax())],
+                         "text_nearest": gen.classes[int((raw @ class_text.T).argmax())]})
+    return {"kind": "prompts", "n_prompts": len(rows), "n_per_prompt": n_per_prompt,
+            "temperature": text.PROMPT_TEMPERATURE if temperature is None else temperature,
+            "acc": float(np.mean([r["acc"] for r in rows])) if rows else float("nan"),
+            "text_only_acc": float(np.mean([r["text_nearest"] == r["class"] for r in rows]))
+            if rows else float("nan"),
+            "acc_real": accuracy(clf, x_test, y_test), "real_split": split,
+            "classifier": {"n_train": int(len(x)), "epochs": classifier_epochs,
+                           "cached": info["cached"]},
+            "per_prompt": rows}
+
+
+def format_prompts(r: dict[str, Any]) -> str:
+    lines = [f"prompts landing on their class: {r['acc']:.3f} ({r['n_prompts']} prompts x "
+             f"{r['n_per_prompt']} images, labelled by the classifier; its accuracy on real "
+             f"{r['real_split']} images: {r['acc_real']:.3f}; prompt temperature "
+             f"{r['temperature']:g})",
+             f"text encoder alone (prompt nearest to its class's captions): "
+             f"{r['text_only_acc']:.3f}"]
+    for row in r["per_prompt"]:
+        lines.append(f"  {row['prompt']!r:>34s} ({row['class']}): {row['acc']:.2f}, mostly "
+                     f"{row['top_class']}")
+    return "\n".join(lines)
 
 
 def evaluate_translation(gen: LoadedGenerator, *, ref: str | None = None, n: int = 500,
@@ -140,11 +224,15 @@ def format_conditional(r: dict[str, Any]) -> str:
     lines = [f"classifier accuracy on generated images: {r['acc_generated']:.3f} "
              f"({r['n_per_class']} per class x {len(r['classes'])} classes)",
              f"classifier accuracy on real images:      {r['acc_real']:.3f} "
-             f"({r['n_real_test']} {r['real_split']} images; the ceiling)"]
-    for name, acc, fid in zip(r["classes"], r["acc_generated_per_class"],
-                              r.get("fid_per_class", [None] * len(r["classes"])), strict=True):
+             f"({r['n_real_test']} {r['real_split']} images; the ceiling)",
+             f"within-class diversity, generated / real: {r['diversity_ratio']:.3f} "
+             "(1 = as varied as real images of the class; near 0 = one image per class)"]
+    for name, acc, div, fid in zip(r["classes"], r["acc_generated_per_class"],
+                                   r["diversity_ratio_per_class"],
+                                   r.get("fid_per_class", [None] * len(r["classes"])),
+                                   strict=True):
         extra = f"  FID {fid:7.2f}" if fid is not None else ""
-        lines.append(f"  {name:>14s}: accuracy {acc:.3f}{extra}")
+        lines.append(f"  {name:>14s}: accuracy {acc:.3f}  diversity {div:.3f}{extra}")
     if "fid_class_mean" in r:
         lines.append(f"per-class FID, mean: {r['fid_class_mean']:.2f} ({r['n_per_class']} "
                      f"generated vs up to {r['n_per_class']} real {r['real_split']} images of "

@@ -46,6 +46,11 @@ class LoadedGenerator:
         return self.config.z_dim
 
     @property
+    def text_dim(self) -> int:
+        """The caption embedding size of a text-conditioned model (0 for the rest)."""
+        return int(getattr(self.G, "text_dim", 0))
+
+    @property
     def directions(self) -> tuple[str, ...]:
         return tuple(getattr(get_variant(self.config.variant), "directions", ()))
 
@@ -72,11 +77,29 @@ class LoadedGenerator:
         listed = ", ".join(f"{i}={c}" for i, c in enumerate(self.classes))
         raise GanforgeError(f"unknown class {text!r}; this model's classes are {listed}")
 
+    def prompt_embedding(self, prompt: str, temperature: float | None = None) -> torch.Tensor:
+        """A text-conditioned model's condition for a prompt [1, text_dim]: its embedding by
+        the model's sentence-embedding model (ganforge[text]), expressed as a mix of the
+        training captions' embeddings (`temperature`, default text.PROMPT_TEMPERATURE; 0 = the
+        prompt's own embedding)."""
+        from ganforge import text
+
+        prompt = text.check_prompt(prompt)
+        if not self.text_dim:
+            how = ("it is conditioned on class labels; use --class" if self.kind == "conditional"
+                   else f"it is not a conditional model ({self.config.variant})")
+            raise GanforgeError(f"{self.path} takes no text prompt: {how}. A prompt needs a "
+                                "cgan trained with `--set condition=text`")
+        e = text.embed([prompt], self.config.text_model)
+        temperature = text.PROMPT_TEMPERATURE if temperature is None else temperature
+        return self.G.snap(e.to(self.device), temperature).cpu() if temperature > 0 else e
+
     @torch.inference_mode()
     def generate(self, z: torch.Tensor, truncation: float = 1.0, batch_size: int = 256,
                  c: torch.Tensor | None = None) -> np.ndarray:
-        """Latents [N, z_dim] (and class indices [N] for a conditional model; default
-        0, 1, 2, ... cycling) -> uint8 images [N, H, W, C]."""
+        """Latents [N, z_dim] (and for a conditional model class indices [N], default
+        0, 1, 2, ... cycling, or for a text-conditioned one also caption embeddings
+        [N, text_dim]) -> uint8 images [N, H, W, C]."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise GanforgeError(f"expected latents of shape [N, {self.z_dim}], "
                                 f"got {list(z.shape)}")
@@ -87,10 +110,19 @@ class LoadedGenerator:
         if self.kind == "conditional":
             if c is None:
                 c = torch.arange(z.shape[0]) % len(self.classes)
-            c = torch.as_tensor(c, dtype=torch.long).reshape(-1)
-            if c.shape[0] != z.shape[0] or c.min() < 0 or c.max() >= len(self.classes):
-                raise GanforgeError(f"expected {z.shape[0]} class indices in 0.."
-                                    f"{len(self.classes) - 1}")
+            c = torch.as_tensor(c)
+            if c.is_floating_point():
+                if not self.text_dim:
+                    raise GanforgeError("this model is conditioned on class indices, not on "
+                                        "caption embeddings")
+                if c.shape != (z.shape[0], self.text_dim) or not torch.isfinite(c).all():
+                    raise GanforgeError(f"expected {z.shape[0]} finite caption embeddings "
+                                        f"[{z.shape[0]}, {self.text_dim}]")
+            else:
+                c = c.to(torch.long).reshape(-1)
+                if c.shape[0] != z.shape[0] or c.min() < 0 or c.max() >= len(self.classes):
+                    raise GanforgeError(f"expected {z.shape[0]} class indices in 0.."
+                                        f"{len(self.classes) - 1}")
         out = []
         for i in range(0, z.shape[0], batch_size):
             zi = z[i:i + batch_size].to(self.device, torch.float32) * truncation
@@ -139,6 +171,8 @@ def load_generator(path: str | Path, device: str = "cpu", prefer: str = "best",
     state = ckpt.meta["state"]
     size, channels = int(state["size"]), int(state["channels"])
     variant = get_variant(cfg.variant)
+    if cfg.variant == "cgan" and "cond_norm" not in ckpt.config:
+        cfg.cond_norm = False  # written before conditional BatchNorm: z and label joined only
     classes = [str(c) for c in state.get("classes") or []]
     if variant.kind == "conditional" and not classes:
         raise GanforgeError(f"{ckpt.path}: a conditional model without class names")
@@ -228,16 +262,22 @@ def gif_bytes(frames: np.ndarray, duration_ms: int = 80, upscale: int = 1,
 
 def write_samples(gen: LoadedGenerator, n: int, out_dir: str | Path | None, seed: int = 0,
                   truncation: float = 1.0, grid: str | Path | None = None,
-                  class_: str | int | None = None) -> np.ndarray:
+                  class_: str | int | None = None, prompt: str | None = None) -> np.ndarray:
     """`ganforge sample`: n images as PNG files (sample-00000.png ...) and/or one grid.
 
-    A conditional model draws every image from class `class_` (a name or index) when given;
-    otherwise one row per class, n // classes images each (at least one), column j using
-    the same latent in every row."""
+    A conditional model draws every image from class `class_` (a name or index) when given,
+    a text-conditioned one from `prompt` (any phrase) when given; otherwise one row per
+    class, n // classes images each (at least one), column j using the same latent in every
+    row."""
     if not 1 <= n <= MAX_SAMPLES:
         raise GanforgeError(f"--n must be between 1 and {MAX_SAMPLES}, got {n}")
+    if prompt is not None and class_ is not None:
+        raise GanforgeError("give --class or --prompt, not both")
     nrow = None
-    if gen.kind == "conditional" and class_ is None:
+    if prompt is not None:
+        e = gen.prompt_embedding(prompt)  # [1, text_dim]
+        images = gen.generate(gen.latents(n, seed), truncation, c=e.expand(n, -1))
+    elif gen.kind == "conditional" and class_ is None:
         k = len(gen.classes)
         nrow = max(1, n // k)
         z = gen.latents(nrow, seed).repeat(k, 1)

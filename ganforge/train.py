@@ -61,6 +61,19 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> str:
+    """`bf16` where the device multiplies bfloat16 natively (CUDA compute capability 8+, CPUs
+    with AVX-512 BF16 or AMX), else `off`: emulated bfloat16 is slower than float32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return "off"
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "off"
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -126,7 +139,8 @@ class Trainer:
         self.state: dict[str, Any] = {"best_fid": None, "best_step": None, "lr_scale": 1.0,
                                       "rollbacks": 0}
 
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        amp = native_bf16(device) if cfg.amp == "auto" else cfg.amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         if cfg.amp == "fp16" and device.type != "cuda":
             raise GanforgeError("amp=fp16 needs a CUDA GPU; use amp=bf16 on CPU")
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")

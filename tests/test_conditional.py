@@ -42,6 +42,33 @@ def test_labelled_folder_prepares_with_class_names(labelled_folder, tmp_path):
     assert [s["reason"] for s in ds.meta["skipped"]] == ["not inside a class folder"]
 
 
+def test_labelled_prepare_honours_limit_and_per_folder(labelled_folder, tmp_path):
+    ds = data_cond.prepare_labelled(labelled_folder, tmp_path / "k", size=28, per_folder=5,
+                                    progress=False)
+    assert np.bincount(ds.labels).tolist() == [5, 5, 5] and ds.meta["per_folder"] == 5
+    # the limit is shared out across the classes, not taken from the first ones
+    ds = data_cond.prepare_labelled(labelled_folder, tmp_path / "n", size=28, limit=10,
+                                    progress=False)
+    assert np.bincount(ds.labels).tolist() == [4, 3, 3] and ds.meta["limit"] == 10
+    with pytest.raises(GanforgeError, match="--limit 2 is less than the number of classes"):
+        data_cond.prepare_labelled(labelled_folder, tmp_path / "x", limit=2, progress=False)
+    # per folder: each folder inside a class folder too (e.g. one per person)
+    nested = tmp_path / "nested"
+    for cls, people in (("cats", ("a", "b")), ("dogs", ("c",))):
+        for person in people:
+            (nested / cls / person).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(
+                    nested / cls / person / f"{i}.png")
+    ds = data_cond.prepare_labelled(nested, tmp_path / "pp", size=8, per_folder=3,
+                                    progress=False)
+    assert np.bincount(ds.labels).tolist() == [6, 3]
+    r = run_cli("prepare", str(labelled_folder), "--labelled", "--out", str(tmp_path / "cli"),
+                "--size", "28", "--limit", "7", "--per-folder", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert np.bincount(data.load_dataset(tmp_path / "cli").labels).tolist() == [2, 2, 2]
+
+
 def test_labelled_folder_errors(labelled_folder, tmp_path):
     bad = tmp_path / "bad"
     (bad / "shoes").mkdir(parents=True)
@@ -79,6 +106,36 @@ def test_cgan_trains_resumes_exactly_and_grids_have_a_row_per_class(fmnist_dir, 
     grid = np.asarray(Image.open(tmp_path / "straight" / "samples" / "step-000020.png"))
     # 10 classes x 2 columns of 28 px (+2 px padding), upscaled x2
     assert grid.shape[:2] == (2 * (10 * 30 + 2), 2 * (2 * 30 + 2))
+
+
+def test_within_class_diversity_is_one_for_real_images_and_zero_for_copies():
+    from ganforge.evaluate_cond import within_class_diversity
+
+    img, lbl = data.fashion_mnist_files("test")
+    x, y = data.read_idx(img)[:2000, :, :, None], data.read_idx(lbl)[:2000].astype(np.int64)
+    real = [x[y == c][:50] for c in range(10)]
+    copies = [np.repeat(x[y == c][:1], 50, axis=0) for c in range(10)]
+    other = [x[y == c][50:100] for c in range(10)]  # different real images of the class
+    assert np.allclose(within_class_diversity(real, x, y), 1.0)
+    assert np.allclose(within_class_diversity(copies, x, y), 0.0, atol=0.01)
+    assert all(0.7 < d < 1.4 for d in within_class_diversity(other, x, y))
+
+
+def test_cgan_generator_uses_z_and_the_condition_sets_its_batchnorms(fmnist_dir, tmp_path):
+    run = tmp_path / "run"
+    train(build_config([{**TINY, "data": str(fmnist_dir), "steps": 10, "mode_seeking": 0.1}]),
+          run, progress=False)
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["mode_seeking_ratio"]) for r in log if r["kind"] == "train")
+    G = load_generator(run).G
+    assert G.cond_norm and len(G.norms) == 2  # 28 px: 7 -> 14 -> 28, one norm per hidden layer
+    h = G.condition(torch.tensor([0, 7]))
+    gains = G.norms[0].gain(h)
+    assert not torch.allclose(gains[0], gains[1])  # the class sets the scale...
+    with torch.no_grad():
+        z = torch.randn(8, 16)
+        same_c = G(z, torch.full((8,), 7))
+    assert (same_c - same_c.mean(0)).abs().mean() > 1e-3  # ...and z still moves the image
 
 
 def test_sample_class_is_deterministic_and_differs_between_classes(fmnist_dir, tmp_path):
@@ -158,3 +215,22 @@ def test_evaluate_detects_a_conditional_model_and_caches_its_classifier(fmnist_d
     assert b["classifier"]["cached"] and b["acc_real"] == a["acc_real"]
     assert b["acc_generated"] == a["acc_generated"]
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_cgan_checkpoint_from_before_conditional_batchnorm_still_samples(fmnist_dir, tmp_path):
+    from safetensors.torch import save as st_save
+
+    run = tmp_path / "run"
+    train(build_config([{**TINY, "data": str(fmnist_dir), "steps": 2, "sample_every": 2,
+                         "cond_norm": False}]), run, progress=False)
+    path = run / "checkpoints" / "latest.safetensors"
+    before = write_samples(load_generator(path), 3, None, class_="Bag")
+    # rewrite its config as the older release wrote it: no cond_norm key
+    ck = checkpoint.load_checkpoint(path)
+    meta = checkpoint._read_header(path, path.read_bytes())
+    del meta["config"]["cond_norm"]
+    meta["header_sha256"] = checkpoint._header_digest(meta)
+    path.write_bytes(st_save(ck.tensors, metadata={"ganforge": json.dumps(meta)}))
+    gen = load_generator(path)
+    assert not gen.config.cond_norm
+    np.testing.assert_array_equal(write_samples(gen, 3, None, class_="Bag"), before)
