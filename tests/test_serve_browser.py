@@ -116,6 +116,10 @@ def test_sliders_random_and_truncation_change_the_image(page):
 
     page.wait_for_selector("#directions input[type=range]")
     assert "explains" in page.inner_text("#directions")
+    # back to psi = 1: at psi 0.05 a direction step of 3 moves z by only 0.15, which a barely
+    # trained tiny G need not turn into a different 8-bit image
+    drag(page, "#truncation", [0.5, 1.0])
+    page.wait_for_function(IDLE)
     before = page.evaluate(PIXELS)
     drag(page, "#direction-0", [1.0, 2.0, 3.0])
     page.wait_for_function(IDLE)
