@@ -132,7 +132,7 @@ def main() -> None:
                   flush=True)
     plain = statistics.median(results["plain fp32 loop"])
     what = (f"`{args.preset}` preset{' + ' + ' '.join(args.set) if args.set else ''}: "
-            f"{cfg.variant} G/D width {cfg.g_width}/{cfg.d_width}, {cfg.size}px, "
+            f"{cfg.variant} G/D width {cfg.g_width}/{cfg.d_width}, {images.shape[-1]}px, "
             f"batch {cfg.batch_size}")
     for name, values in results.items():
         ips = statistics.median(values)
