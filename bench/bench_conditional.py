@@ -119,7 +119,7 @@ def cgan(args: argparse.Namespace, common: dict, root: Path) -> None:
     if n != 100:  # the classifier is cheap: score many more images than FID can afford
         r.update({k: v for k, v in ec.evaluate_conditional(gen, n_per_class=n, fid=False,
                                                           progress=False).items()
-                  if k in ("acc_generated", "diversity_ratio")})
+                  if k in ("acc_generated", "diversity_ratio", "n_per_class")})
     load = f"{os.getloadavg()[0]:.1f}"
     print(ec.format_conditional(r), f"({time.time() - t:.0f} s)")
     add_row(HEADER, INTRO, COLUMNS, [
