@@ -303,8 +303,7 @@ class Trainer:
         with self.autocast():
             # reusing fakes: make them with G's graph kept; D's loss sees them detached
             fake = self.G(inputs["z"]) if self.reuse else None
-            kept = {} if fake is None else {"fake": fake}
-            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs, **kept)
+            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs, fake)
         self.last_fake = fake
         s["grad_norm_D"] = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)
@@ -318,8 +317,7 @@ class Trainer:
         inputs = self.inputs() if fake is None else {}
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
-            kept = {} if fake is None else {"fake": fake}
-            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs, **kept)
+            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs, fake)
         s["grad_norm_G"] = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:

@@ -57,7 +57,8 @@ class Pix2Pix(Variant):
         return torch.cat([A, G(A), B]), len(A)
 
     def d_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
         G, D = nets["G"], nets["D"]
         A, B = batch["A"], batch["B"]
         with torch.no_grad():
@@ -68,7 +69,8 @@ class Pix2Pix(Variant):
         return loss, stats
 
     def g_objective(self, nets: dict[str, nn.Module], cfg: TrainConfig, batch: Batch,
-                    inputs: Batch) -> tuple[torch.Tensor, Stats]:
+                    inputs: Batch, fake: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, Stats]:
         A, B = batch["A"], batch["B"]
         fake = nets["G"](A)
         adv = adversarial_g(cfg, nets["D"](fake, A))
