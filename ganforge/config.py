@@ -97,6 +97,18 @@ class TrainConfig:
     batch_size: int = _f(64, "real images per D step", min=1, max=65536)
     ema: float = _f(0.0, "EMA decay of the generator weights (0 = off, e.g. 0.999)",
                     min=0.0, max=1.0)
+    # small data: differentiable augmentation (ganforge.augment)
+    augment: str = _f("", "differentiable augmentation of every image D sees, real and fake, "
+                      "in the D and the G step: a comma list of color, translation, cutout "
+                      "(empty = off)", optional=True)
+    augment_p: str = _f("1", "probability that each augmentation is applied to an image: a "
+                        "number in [0, 1] (1 = DiffAugment), or `auto`: adjusted during "
+                        "training from D's overfitting signal r_t = E[sign(D(real))] (ADA)",
+                        numeric=True)
+    augment_target: float = _f(0.6, "augment_p=auto: the r_t to hold; p rises while r_t is "
+                               "above it", min=0.0, max=1.0)
+    augment_kimg: float = _f(100.0, "augment_p=auto: thousands of real images over which p can "
+                             "move from 0 to 1", min=0.1)
     # run length and reporting
     steps: int = _f(1000, "generator steps in total", min=1)
     minutes: float = _f(0.0, "stop after this many minutes of training (0 = no limit)", min=0.0)
@@ -151,6 +163,10 @@ class TrainConfig:
                 raise GanforgeError(f"config key '{f.name}' must be <= {top}, got {_short(value)}")
             if isinstance(value, str) and not value.strip() and not meta.get("optional"):
                 raise GanforgeError(f"config key '{f.name}' must not be empty")
+        from ganforge.augment import parse_p, parse_policy  # torch is loaded by now anyway
+
+        parse_policy(self.augment)
+        parse_p(self.augment_p)
         if self.size and not 8 <= self.size <= 1024:
             raise GanforgeError(f"config key 'size' must be between 8 and 1024, got {self.size}")
         return self
@@ -212,6 +228,9 @@ def coerce(name: str, value: Any, *, typed: bool = False) -> Any:
                 raise ValueError
             return float(value)
         if kind is str:
+            if FIELDS[name].metadata.get("numeric") and isinstance(value, int | float) \
+                    and not isinstance(value, bool):
+                return repr(value)  # a str key that also takes a number (augment_p)
             if not isinstance(value, str):
                 raise ValueError
             return value

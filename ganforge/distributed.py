@@ -97,6 +97,13 @@ def all_reduce_mean(values: list[float], d: Dist, device: torch.device) -> list[
     return (t / d.world).tolist()
 
 
+def all_reduce_sum_(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Sum a tensor across processes in place (a no-op in one process)."""
+    if d.enabled:
+        dist.all_reduce(t)
+    return t
+
+
 def broadcast_buffers(module: nn.Module, d: Dist) -> None:
     """Give every process rank 0's buffers (BatchNorm running statistics)."""
     if d.enabled:

@@ -27,8 +27,8 @@ from ganforge.config import TrainConfig
 ADVICE = {
     "non-finite": "lower lr_d / lr_g, use amp=off, or a loss with a bounded gradient (hinge)",
     "exploding critic": "add a gradient penalty (wgan-gp) or spectral norm (sngan), or lower lr_d",
-    "discriminator wins": "lower lr_d, add dropout / label smoothing (real_label=0.9), or use "
-                          "DiffAugment-style augmentation for small datasets",
+    "discriminator wins": "lower lr_d, add dropout / label smoothing (real_label=0.9), or on a "
+                          "small data set augment=color,translation,cutout with augment_p=auto",
     "mode collapse": "lower lr_g, use wgan-gp or sngan, enlarge the batch, or add EMA",
 }
 

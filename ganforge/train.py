@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ganforge import checkpoint, io, plots
 from ganforge import distributed as dist_
+from ganforge.augment import Augment, AugmentedD, parse_p, parse_policy
 from ganforge.config import TrainConfig, config_from_dict
 from ganforge.errors import GanforgeError
 from ganforge.health import HealthMonitor, Problem, diversity
@@ -113,9 +114,18 @@ class Trainer:
             m.to(device, memory_format=fmt)
         self.G, self.D = self.nets["G"], self.nets["D"]
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema > 0 else None
-        # every process holds the same G and D; extras (CycleGAN's pool) are per process
+        # differentiable augmentation: the loss math gets a D that augments what it is shown
+        self.augment: Augment | None = None
+        self.seen = self.nets
+        if cfg.augment:
+            self.augment = Augment(parse_policy(cfg.augment), parse_p(cfg.augment_p),
+                                   cfg.augment_target, cfg.augment_kimg).to(device)
+            self.seen = {**self.nets, "D": AugmentedD(self.D, self.augment)}
+        # every process holds the same G and D (and augmentation p); extras (CycleGAN's pool)
+        # are per process
         self.synced = {"G": self.G, "D": self.D,
-                       **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+                       **({"G_ema": self.G_ema} if self.G_ema is not None else {}),
+                       **({"augment": self.augment} if self.augment is not None else {})}
         self.modules = {**self.synced,
                         **{k: m for k, m in self.nets.items() if k not in ("G", "D")}}
         self.opt_G = make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
@@ -303,10 +313,12 @@ class Trainer:
         with self.autocast():
             # reusing fakes: make them with G's graph kept; D's loss sees them detached
             fake = self.G(inputs["z"]) if self.reuse else None
-            loss_D, s = self.variant.d_objective(self.nets, cfg, batch, inputs, fake)
+            loss_D, s = self.variant.d_objective(self.seen, cfg, batch, inputs, fake)
         self.last_fake = fake
         s["grad_norm_D"] = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)
+        if self.augment is not None:
+            self.adapt_augmentation(s)
         self._record(s)
         self.sched["d_steps"] += 1
         self.sched["kimg"] += cfg.batch_size / 1000
@@ -317,13 +329,25 @@ class Trainer:
         inputs = self.inputs() if fake is None else {}
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
-            loss_G, s = self.variant.g_objective(self.nets, cfg, self.last_batch, inputs, fake)
+            loss_G, s = self.variant.g_objective(self.seen, cfg, self.last_batch, inputs, fake)
         s["grad_norm_G"] = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
             ema_update(self.G_ema, G, cfg.ema)
         self._record(s)
         self.sched["g_steps"] += 1
+
+    def adapt_augmentation(self, s: dict[str, torch.Tensor]) -> None:
+        """After a D step: feed D's accuracy on the (augmented) real images to the ADA signal,
+        adjust p every `interval` D steps (counted by the schedule, so resume keeps the
+        rhythm), and log p and r_t."""
+        aug = self.augment
+        assert aug is not None
+        aug.observe(s["d_acc_real"])
+        if (self.sched["d_steps"] + 1) % aug.interval == 0:
+            aug.adjust(self.cfg.batch_size,
+                       lambda t: dist_.all_reduce_sum_(t, self.dist))
+        s["augment_p"], s["r_t"] = aug.p, aug.r_t
 
     def _record(self, s: dict[str, torch.Tensor]) -> None:
         self.stats.add(s)

@@ -76,6 +76,10 @@ class Variant:
         if self.kind != "unconditional" and cfg.schedule == "adaptive":
             raise GanforgeError(f"schedule 'adaptive' is for unconditional variants; "
                                 f"{self.name} uses 'alternate'")
+        if cfg.augment and self.kind == "translation":
+            raise GanforgeError(f"augment is for variants that generate images from noise; "
+                                f"{self.name} translates images (its D judges pairs or "
+                                "domains whose alignment augmentation would break)")
         if cfg.data_b and not self.two_domains:
             raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 
