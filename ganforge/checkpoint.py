@@ -70,6 +70,22 @@ class Checkpoint:
             opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
         except (ValueError, KeyError) as e:
             raise GanforgeError(f"{self.path}: optimiser {prefix!r} does not match ({e})") from None
+        _match_param_layout(opt)
+
+
+def _match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Checkpoints store tensors contiguous and `load_state_dict` keeps that layout, but a
+    channels-last parameter's moments must be channels-last too: the fused Adam kernels walk
+    parameter, gradient and moments as flat memory, so mismatched strides pair the wrong
+    elements (silently on the CPU, a refused step on CUDA)."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -123,12 +123,23 @@ class TrainConfig:
     seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0,
                    max=2**62)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
-    amp: str = _f("off", "mixed precision: `off`, `bf16`, `fp16` (GPU only) or `auto` (bf16 "
-                  "where the hardware computes it natively: recent GPUs, CPUs with AVX-512 "
-                  "BF16 or AMX; else off)", choices=("off", "bf16", "fp16", "auto"))
+    amp: str = _f("off", "mixed precision: `off`, `bf16`, `fp16` (with loss scaling; for "
+                  "GPUs without bf16: on a CPU it runs, slowly, for tests) or `auto` (bf16 "
+                  "where the hardware computes it natively: GPUs of compute capability 8+, "
+                  "CPUs with AVX-512 BF16 or AMX; else off)",
+                  choices=("off", "bf16", "fp16", "auto"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
     channels_last: bool = _f(False, "keep conv activations in channels-last memory layout "
                              "(faster convolutions on CPUs with oneDNN and on GPUs)")
+    compile: bool = _f(False, "torch.compile G and D (fewer kernel launches for small models "
+                       "on a GPU; the first steps compile, for a minute or more; D is left "
+                       "uncompiled with a gradient penalty, whose double backward compiled "
+                       "graphs do not support)")
+    sync_bn: bool = _f(False, "several GPUs: BatchNorm statistics over the global batch "
+                       "(SyncBatchNorm) instead of each process's slice; needs CUDA")
+    overlap_grads: bool = _f(True, "several processes: all-reduce gradients in buckets while "
+                             "backward runs (as DistributedDataParallel does) instead of in "
+                             "one piece after it; the same averages either way")
     reuse_fakes: bool = _f(True, "with one D step per G step, the G step scores the D step's "
                            "fakes instead of generating new ones (one G forward per step)")
     tensorboard: bool = _f(True, "also write TensorBoard event files (when the optional "

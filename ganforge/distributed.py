@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ganforge.errors import GanforgeError
+
 
 @dataclass
 class Dist:
@@ -58,16 +60,28 @@ def init(device_name: str) -> tuple[Dist, str]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available() or \
         device_name.startswith("cuda")
+    device_id = None
     if use_cuda:
-        device_name = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
+        # torchrun gives each process its LOCAL_RANK; a scheduler that binds one GPU to each
+        # process (SLURM, CUDA_VISIBLE_DEVICES per task) leaves each of them seeing one device,
+        # number 0, whatever its local rank.
+        visible = torch.cuda.device_count()
+        if visible == 0:
+            raise GanforgeError(f"device {device_name!r}: this process sees no CUDA GPU")
+        device_id = torch.device("cuda", local_rank % visible)
+        device_name = str(device_id)
+        torch.cuda.set_device(device_id)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo",
+        # device_id binds the NCCL communicator to this process's GPU at once (no guessing
+        # from the current device, no lazy init on the first collective)
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device_id,
                                 timeout=datetime.timedelta(minutes=10))
     return Dist(rank, world, local_rank), device_name
 
 
 def shutdown() -> None:
+    """Leave the process group (also after an error: a group left behind keeps NCCL's
+    resources and makes torch warn at exit)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -87,6 +101,77 @@ def all_reduce_grads(module: nn.Module, d: Dist) -> None:
         n = p.numel()
         p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
         offset += n
+
+
+BUCKET_BYTES = (1 << 20, 25 << 20)  # the first bucket, then every other (as DDP does)
+
+
+class GradReducer:
+    """Averages a module's gradients across processes *while* its backward pass runs.
+
+    The parameters are split into buckets in reverse registration order (roughly the order
+    backward produces their gradients); a bucket's all-reduce starts, asynchronously, as soon
+    as all its gradients are accumulated (a post-accumulate-grad hook per parameter), so
+    communication overlaps the rest of the backward pass, as in DistributedDataParallel. Buckets
+    start strictly in order, so every process issues the same collectives in the same order.
+
+    Unlike DDP this needs no special cases: hooks fire only when a parameter's `.grad` is
+    accumulated, so the gradient penalty's inner `autograd.grad` (it accumulates nothing) and
+    the G step's frozen D (no gradients) simply do not trigger them; and the reducer only acts
+    between `arm()` and `finish()` (`ganforge.train_utils.backward_step`).
+    """
+
+    def __init__(self, module: nn.Module, d: Dist, bucket_bytes: tuple[int, int] = BUCKET_BYTES):
+        self.d = d
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.buckets: list[list[nn.Parameter]] = []
+        size = 0
+        for p in reversed(params):
+            cap = bucket_bytes[0] if len(self.buckets) <= 1 else bucket_bytes[1]
+            if not self.buckets or size >= cap:
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self.bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self.hooks = [p.register_post_accumulate_grad_hook(self._ready) for p in params]
+        self.armed = False
+
+    def arm(self) -> None:
+        """Start watching: the next backward pass launches the all-reduces."""
+        self.waiting = [len(b) for b in self.buckets]
+        self.launched = 0
+        self.works: list[tuple[Any, list[nn.Parameter], torch.Tensor]] = []
+        self.armed = True
+
+    def _ready(self, p: nn.Parameter) -> None:
+        if not self.armed:
+            return
+        self.waiting[self.bucket_of[id(p)]] -= 1
+        while self.launched < len(self.buckets) and self.waiting[self.launched] == 0:
+            self._launch()
+
+    def _launch(self) -> None:
+        params = [p for p in self.buckets[self.launched] if p.grad is not None]
+        self.launched += 1
+        if params:
+            flat = torch.cat([p.grad.flatten() for p in params])
+            self.works.append((dist.all_reduce(flat, async_op=True), params, flat))
+
+    def finish(self) -> None:
+        """After backward: launch the buckets still waiting (parameters that got no gradient
+        this time), wait for all, and write the averages back into `.grad`."""
+        while self.launched < len(self.buckets):
+            self._launch()
+        for work, params, flat in self.works:
+            work.wait()
+            flat.div_(self.d.world)
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+                offset += n
+        self.works, self.armed = [], False
 
 
 def all_reduce_mean(values: list[float], d: Dist, device: torch.device) -> list[float]:

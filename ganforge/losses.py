@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,37 @@ G_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "bce": bce_g, "wasserstein": wasserstein_g, "hinge": hinge_g, "lsgan": lsgan_g}
 
 
+# The loss scale of fp16 training (a device tensor), set by the training loop around the loss
+# math (Trainer.autocast); None without loss scaling.
+_loss_scale: ContextVar[torch.Tensor | None] = ContextVar("loss_scale", default=None)
+
+
+@contextmanager
+def loss_scale(scale: torch.Tensor | None) -> Iterator[None]:
+    """Inside: input-gradient penalties take their inner gradient of the loss scaled by
+    `scale` and divide it out again, as GradScaler does for the outer backward, so fp16
+    activation gradients in the penalty's backward do not underflow to zero."""
+    token = _loss_scale.set(scale)
+    try:
+        yield
+    finally:
+        _loss_scale.reset(token)
+
+
+def _input_grad(D: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """∇ₓ Σ D(x), kept in the graph (create_graph), under the current loss scale."""
+    scale = _loss_scale.get()
+    out = D(x).float()
+    if scale is None:
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return grad
+    # scale / N per output, as the (mean) losses GradScaler scales give: a whole scale per
+    # output (a sum) would overflow float16 at GradScaler's starting scale 2^16
+    n = out.shape[0]
+    (grad,) = torch.autograd.grad(out.mean() * scale, x, create_graph=True)
+    return grad.float() * (n / scale)
+
+
 def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
                      fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP penalty mean((||∇D(x̂)||₂ − 1)²) with x̂ = ε·real + (1−ε)·fake.
@@ -69,7 +102,7 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
     if eps is None:
         eps = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    grad = _input_grad(D, x_hat)
     norm = grad.flatten(1).norm(2, dim=1)  # [N]: one norm per sample over C*H*W
     return ((norm - 1.0) ** 2).mean()
 
@@ -77,5 +110,5 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
 def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """R1: mean ||∇D(real)||² (Mescheder et al. 2018); multiply by gamma/2 at the call site."""
     x = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    grad = _input_grad(D, x)
     return grad.flatten(1).pow(2).sum(1).mean()

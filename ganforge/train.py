@@ -17,10 +17,12 @@ A run directory holds:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,46 +35,33 @@ from ganforge import checkpoint, io, plots
 from ganforge import distributed as dist_
 from ganforge.augment import Augment, AugmentedD, parse_p, parse_policy
 from ganforge.config import TrainConfig, config_from_dict
+from ganforge.devices import native_bf16, pick_device
 from ganforge.errors import GanforgeError
 from ganforge.health import HealthMonitor, Problem, diversity
+from ganforge.losses import loss_scale
+from ganforge.runstate import NoiseStream, RunState
 from ganforge.sample import make_grid, save_grid, to_uint8
 from ganforge.tboard import TensorBoardLog
-from ganforge.train_utils import BatchSampler, RunLock, Stats, ema_update, grad_norm, make_optimizer
+from ganforge.train_utils import (
+    BatchSampler,
+    RunLock,
+    Stats,
+    backward_step,
+    compile_nets,
+    ema_update,
+    make_optimizer,
+    sync_batchnorm,
+)
 from ganforge.variants import get_variant
 
 # Keys that may change when a run is resumed; anything else would not be the same run.
 RESUMABLE_KEYS = {"tensorboard", "steps", "minutes", "log_every", "sample_every", "eval_every",
                   "eval_n", "device", "threads", "channels_last", "data", "health", "on_problem",
-                  "max_rollbacks"}
+                  "max_rollbacks", "compile", "overlap_grads"}
 
 
 class TrainingStopped(GanforgeError):
     """The health monitor stopped the run; the last good checkpoint is intact."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise GanforgeError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GanforgeError("device 'cuda' was asked for but no CUDA GPU is available")
-    return dev
-
-
-def native_bf16(device: torch.device) -> str:
-    """`bf16` where the device multiplies bfloat16 natively (CUDA compute capability 8+, CPUs
-    with AVX-512 BF16 or AMX), else `off`: emulated bfloat16 is slower than float32."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "off"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return "off"
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "off"
 
 
 @dataclass
@@ -109,11 +98,15 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.nets = variant.build(cfg, td.size, td.channels, n_classes=self.n_classes)
+        if cfg.sync_bn:
+            self.nets = sync_batchnorm(self.nets, device, dist)
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for m in self.nets.values():
             m.to(device, memory_format=fmt)
         self.G, self.D = self.nets["G"], self.nets["D"]
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema > 0 else None
+        if cfg.compile:
+            compile_nets(self.G, self.D, cfg, self.progress)
         # differentiable augmentation: the loss math gets a D that augments what it is shown
         self.augment: Augment | None = None
         self.seen = self.nets
@@ -138,7 +131,7 @@ class Trainer:
                                       memory_format=fmt)
                          for i, part in enumerate(td.parts)]
         self.sampler = self.samplers[0]
-        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.noise = NoiseStream(cfg.seed + 1, device)
         self.fixed = variant.fixed_inputs(cfg, self.n_classes, td.parts,
                                           torch.Generator().manual_seed(cfg.seed + 2))
         self.last_batch: dict[str, torch.Tensor] = {}
@@ -151,13 +144,21 @@ class Trainer:
 
         amp = native_bf16(device) if cfg.amp == "auto" else cfg.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        if cfg.amp == "fp16" and device.type != "cuda":
-            raise GanforgeError("amp=fp16 needs a CUDA GPU; use amp=bf16 on CPU")
+        if cfg.amp == "fp16" and device.type != "cuda" and self.progress:
+            print("note: amp=fp16 on a CPU is slower than float32 (it exists to test the GPU "
+                  "path); amp=bf16 is the CPU's mixed precision")
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        # what a resume must restore besides weights and optimisers, as one object
+        self.run_state = RunState(self.samplers, self.noise, self.scaler, self.modules,
+                                  self.synced, dist, device)
+        # gradients averaged across processes while backward runs (overlap_grads)
+        self.reducers = {id(m): dist_.GradReducer(m, dist) for m in (self.G, self.D)} \
+            if dist.enabled and cfg.overlap_grads else {}
         self.stats = Stats()
         real_div = diversity(self.sampler.images[: max(16, cfg.grid_size)].float() / 127.5 - 1)
         self.health = HealthMonitor(cfg, real_div) if cfg.health else None
         self.nonfinite = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)
         self.evaluator = None
         self.improved = False
         self.tb = TensorBoardLog(run_dir, enabled=False)  # opened by run()
@@ -174,25 +175,10 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         """Write a checkpoint (rank 0; every process must call it: RNG states are gathered)."""
-        sampler_state, epoch_state = self.sampler.state()
-        rng = dist_.gather_object(torch.get_rng_state(), self.dist)
-        tensors = {"rng.torch": rng[0], "rng.noise": self.noise.get_state(),
-                   "rng.data_epoch": epoch_state}
+        # samplers, latent stream, RNGs, loss scaler, per-process modules (CycleGAN's pool)
+        tensors, run_state = self.run_state.state_dict()
         if self.z_fixed is not None:
             tensors["z_fixed"] = self.z_fixed
-        extra_samplers = {}
-        for i, s in enumerate(self.samplers[1:], 1):
-            extra_samplers[f"sampler_{i}"], tensors[f"rng.data_epoch.{i}"] = s.state()
-        tensors.update({f"rng.torch.rank{r}": t for r, t in enumerate(rng) if r})
-        if self.device.type == "cuda":
-            cuda_rng = dist_.gather_object(torch.cuda.get_rng_state(self.device), self.dist)
-            tensors.update({f"rng.cuda.rank{r}": t for r, t in enumerate(cuda_rng)})
-        # modules kept per process (CycleGAN's history pool): rank 0's under its own name, as
-        # one process saves it, rank r's as `<name>_rank<r>.*`
-        for name in [k for k in self.modules if k not in self.synced]:
-            state = {k: v.cpu() for k, v in self.modules[name].state_dict().items()}
-            for r, sd in enumerate((dist_.gather_to_main(state, self.dist) or [])[1:], 1):
-                tensors.update({f"{name}_rank{r}.{k}": v for k, v in sd.items()})
         for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
         digests = dist_.gather_object(dist_.digest(self.synced), self.dist)
@@ -202,10 +188,10 @@ class Trainer:
         if not self.main:
             return
         checkpoint.save_checkpoint(
-            path, config=self.cfg.to_dict(), step=self.step, modules=self.modules,
+            path, config=self.cfg.to_dict(), step=self.step, modules=self.synced,
             optimizers={"opt_G": self.opt_G, "opt_D": self.opt_D}, tensors=tensors,
-            state={**self.state, "sched": self.sched, "sampler": sampler_state,
-                   **extra_samplers, "size": self.size, "channels": self.channels,
+            state={**self.state, "sched": self.sched, **run_state,
+                   "size": self.size, "channels": self.channels,
                    "data_key": self.data.key, "data_split": self.data.split,
                    "kind": self.variant.kind, "classes": self.classes,
                    "world": self.dist.world, "rank_digests": digests,
@@ -221,18 +207,8 @@ class Trainer:
             raise GanforgeError(f"{self.cfg.data} is not the data this run was trained on (its "
                                 "content hash differs); point --data at the original images or "
                                 "start a new run")
-        saved_rank = self.dist.rank % int(saved.get("world", 1))
-        for name, m in self.modules.items():
-            prefix = name
-            if name not in self.synced and saved_rank:
-                # a module kept per process (CycleGAN's pool): each process resumes its own.
-                # With another number of processes, process r takes saved process
-                # r % saved_world's (a full history rather than an empty one; two copies of one
-                # diverge with the next fakes) and the pools of the other saved ranks are
-                # dropped; a checkpoint holding rank 0's pool only gives that one to all.
-                if ckpt.module_state(f"{name}_rank{saved_rank}"):
-                    prefix = f"{name}_rank{saved_rank}"
-            ckpt.load_module(m, prefix)
+        for name, m in self.synced.items():
+            ckpt.load_module(m, name)
         if self.health is not None and saved.get("health"):
             self.health.load_state(saved["health"])
         ckpt.load_optimizer(self.opt_G, "opt_G")
@@ -243,16 +219,7 @@ class Trainer:
         if saved.get("classes", self.classes) != self.classes:
             raise GanforgeError(f"the data {self.cfg.data} has classes {self.classes} but the "
                                 f"run was trained on {saved['classes']}")
-        self.sampler.restore(saved["sampler"], ckpt.tensors["rng.data_epoch"])
-        for i, s in enumerate(self.samplers[1:], 1):
-            s.restore(saved[f"sampler_{i}"], ckpt.tensors[f"rng.data_epoch.{i}"])
-        self.noise.set_state(ckpt.tensors["rng.noise"])
-        rank = self.dist.rank
-        torch.set_rng_state(ckpt.tensors.get(f"rng.torch.rank{rank}", ckpt.tensors["rng.torch"])
-                            if rank else ckpt.tensors["rng.torch"])
-        cuda_rng = ckpt.tensors.get(f"rng.cuda.rank{rank}")
-        if self.device.type == "cuda" and cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, self.device)
+        self.run_state.load_state_dict(ckpt.tensors, saved, ckpt.load_module)
         if "z_fixed" in ckpt.tensors:
             self.fixed["z"] = ckpt.tensors["z_fixed"]
         self._set_lr()
@@ -273,13 +240,18 @@ class Trainer:
 
     # -- one step of each network -----------------------------------------------------------
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Mixed precision for the forward passes and the loss math; with fp16 loss scaling,
+        also the scale the gradient penalty's inner backward must use (ganforge.losses)."""
+        scale = self.scaler.scale(self._one) if self.scaler.is_enabled() else None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None), loss_scale(scale):
+            yield
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """This process's slice of the global batch of generator inputs (z, class labels)."""
-        full = self.variant.sample_inputs(self.cfg.batch_size, self.cfg, self.noise,
+        full = self.variant.sample_inputs(self.cfg.batch_size, self.cfg, self.noise.next(),
                                           self.device, self.n_classes)
         return {k: v[self.dist.rank::self.dist.world] for k, v in full.items()}
 
@@ -296,14 +268,14 @@ class Trainer:
 
     def apply(self, loss: torch.Tensor, module: torch.nn.Module,
               opt: torch.optim.Optimizer) -> torch.Tensor:
-        """Backward, average gradients across processes, step; returns the gradient norm."""
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(opt)
-        dist_.all_reduce_grads(module, self.dist)
-        norm = grad_norm(module)
-        self.scaler.step(opt)
-        self.scaler.update()
+        """Backward, average gradients across processes, step; returns the gradient norm
+        (0 for a step the fp16 loss scaler skipped, counted in `amp_skips_D`/`_G` instead)."""
+        norm, skipped = backward_step(loss, module, opt, self.scaler, self.dist,
+                                      self.reducers.get(id(module)))
+        if skipped is not None:
+            group = "D" if module is self.D else "G"
+            self.stats.add({f"amp_skips_{group}": skipped,
+                            "amp_scale": self.scaler.scale(self._one)})
         return norm
 
     def d_step(self, batch: dict[str, torch.Tensor]) -> None:
@@ -360,8 +332,10 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             j = self.variant.judge(self.cfg, self.D(batch["real"]).float(),
                                    self.D(self.G(self.latents())).float())
+        # the choice depends on this very minibatch, so one read back to the host per step is
+        # inherent to this schedule; it is one, not one per figure
         acc_real, acc_fake, fool = dist_.all_reduce_mean(
-            [float(j["d_acc_real"]), float(j["d_acc_fake"]), float(j["g_fool_rate"])],
+            torch.stack([j["d_acc_real"], j["d_acc_fake"], j["g_fool_rate"]]).tolist(),
             self.dist, self.device)
         return fool >= 0.5 * (acc_real + acc_fake)
 
@@ -606,8 +580,9 @@ def train(cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
     pref = cfg.device if cfg is not None else (overrides or {}).get("device", "auto")
     d, device = dist_.init(pref)
     created = not run_dir.exists()
-    lock = RunLock(run_dir) if d.main else None
+    lock = None
     try:
+        lock = RunLock(run_dir) if d.main else None
         cfg, ckpt = _prepare_run(run_dir, cfg, resume, overrides or {})
         dist_.barrier(d)  # everyone has checked the run directory before anyone writes
         trainer = Trainer(cfg, run_dir, progress, fault_hook, dist=d,
@@ -620,6 +595,8 @@ def train(cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
             dist_.shutdown()
         return result
     finally:
+        if d.enabled:
+            dist_.shutdown()  # after an error too: a peer blocked in a collective fails at once
         if lock is not None:
             lock.release()
             if created and [p.name for p in run_dir.iterdir()] == ["train.lock"]:

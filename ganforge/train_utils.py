@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganforge import distributed as dist_
 from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
 
@@ -63,8 +64,12 @@ class BatchSampler:
         return next(t for t in self.tensors.values() if t.ndim == 4)
 
     def _new_epoch(self) -> None:
+        # The order is drawn on the CPU (the same batches on every device, and a generator
+        # state a checkpoint can carry to any device), then moved to the data's device once per
+        # epoch: a step slices it there and never copies indices from the host, which would
+        # wait for all queued GPU work.
         self.epoch_state = self.gen.get_state()
-        self.perm = torch.randperm(self.n, generator=self.gen)
+        self.perm = torch.randperm(self.n, generator=self.gen).to(self.images.device)
 
     def next(self, n: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """The next global batch of n items, or this process's slice of it (rank::world)."""
@@ -76,7 +81,7 @@ class BatchSampler:
             take = min(n, len(self.perm) - self.pos)
             parts.append(self.perm[self.pos:self.pos + take])
             self.pos, n = self.pos + take, n - take
-        idx = torch.cat(parts)[rank::world].to(self.images.device)
+        idx = (parts[0] if len(parts) == 1 else torch.cat(parts))[rank::world]
         out = {}
         for k, t in self.tensors.items():
             x = t[idx]
@@ -95,6 +100,33 @@ class BatchSampler:
         self.epoch, self.pos = s["epoch"], s["pos"]
 
 
+def sync_batchnorm(nets: dict[str, nn.Module], device: torch.device,
+                   d: dist_.Dist) -> dict[str, nn.Module]:
+    """sync_bn: G's and D's BatchNorm layers compute their statistics over the global batch
+    (SyncBatchNorm; the same parameter and buffer names, so checkpoints do not change). In one
+    process that is plain BatchNorm, so nothing is converted."""
+    if not d.enabled:
+        return nets
+    if device.type != "cuda":
+        raise GanforgeError("sync_bn=true needs CUDA GPUs (SyncBatchNorm has no CPU kernel); "
+                            "with several CPU processes leave it off")
+    return {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) if k in ("G", "D") else m
+            for k, m in nets.items()}
+
+
+def compile_nets(G: nn.Module, D: nn.Module, cfg: TrainConfig, progress: bool) -> None:
+    """compile: torch.compile G and D in place (their parameters, state_dict keys and hooks
+    stay those of the modules). D stays eager with a gradient penalty: compiled graphs do not
+    support its double backward."""
+    G.compile()
+    if cfg.gp_weight > 0:
+        if progress:
+            print("compile: G compiled; D left eager (the gradient penalty needs a double "
+                  "backward, which compiled graphs do not support)")
+        return
+    D.compile()
+
+
 def make_optimizer(cfg: TrainConfig, params: Any, lr: float) -> torch.optim.Optimizer:
     """Adam (or RMSprop) with its fused kernel where this torch has one for the device: one
     pass over all parameters instead of a dozen small ops per tensor."""
@@ -107,10 +139,45 @@ def make_optimizer(cfg: TrainConfig, params: Any, lr: float) -> torch.optim.Opti
         return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
 
 
+def backward_step(loss: torch.Tensor, module: nn.Module, opt: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler, d: dist_.Dist,
+                  reducer: dist_.GradReducer | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Backward, average the gradients across processes, unscale, step.
+
+    Returns the gradient norm and, with loss scaling (amp=fp16), whether the step was skipped
+    (a float 0/1 tensor; else None). A skipped step is GradScaler's normal answer to an fp16
+    overflow, not divergence: its norm is reported as 0, so the health monitor does not count
+    it as non-finite. The gradients are averaged while still scaled and checked for inf/NaN
+    after that, so every process unscales the same gradients and makes the same skip decision
+    (checking before the all-reduce would let one process skip while another steps with the
+    inf it received). Nothing here reads a value back to the host: fused Adam takes the
+    scaler's found-inf flag on the device.
+    """
+    opt.zero_grad(set_to_none=True)
+    if reducer is not None:
+        reducer.arm()
+    scaler.scale(loss).backward()
+    if reducer is not None:
+        reducer.finish()
+    else:
+        dist_.all_reduce_grads(module, d)
+    scaler.unscale_(opt)
+    norm = grad_norm(module)
+    scaler.step(opt)
+    scaler.update()
+    if not scaler.is_enabled():
+        return norm, None
+    # unscale_ flags exactly the non-finite gradients, and so does their norm
+    skipped = ~torch.isfinite(norm)
+    return torch.where(skipped, torch.zeros_like(norm), norm), skipped.float()
+
+
 def grad_norm(module: nn.Module) -> torch.Tensor:
+    """The L2 norm of all of `module`'s gradients, a tensor on its device (no host sync)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return torch.zeros((), device=next(module.parameters()).device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
@@ -118,8 +185,10 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
     ema_p, p = list(G_ema.parameters()), list(G.parameters())
     torch._foreach_lerp_(ema_p, p, 1.0 - decay)
-    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-        b_ema.copy_(b)
+    ema_b, b = list(G_ema.buffers()), list(G.buffers())
+    assert len(ema_b) == len(b)
+    if b:
+        torch._foreach_copy_(ema_b, b)  # one launch, not one per BatchNorm buffer
 
 
 @dataclass
