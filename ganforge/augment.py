@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -172,3 +173,40 @@ class AugmentedD(nn.Module):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         return self.D(self.augment(x), *args, **kwargs)
+
+
+# -- does augmentation leak into the generated images? ----------------------------------------
+
+def _gray(images: np.ndarray, tol: float) -> torch.Tensor:
+    """[N, H, W] bool: pixels whose every channel is within tol of mid-gray (0 in [-1, 1]: the
+    value translation pads with and cutout fills)."""
+    x = torch.as_tensor(np.ascontiguousarray(images)).float()  # [N, H, W, C] uint8 values
+    return ((x - 127.5).abs() <= tol).all(-1)
+
+
+def artifact_rates(images: np.ndarray, tol: float = 10.0) -> dict[str, float]:
+    """Share of images (uint8 [N, H, W, C]) that show a translation border (a whole outermost
+    row or column of mid-gray) or a cutout (a mid-gray square a quarter of the size wide).
+    Images that are mostly mid-gray (an untrained G's) are flat, not augmented: not counted."""
+    g = _gray(images, tol)
+    n, h, w = g.shape
+    structured = g.flatten(1).float().mean(1) < 0.6  # the artifacts cover at most ~45 %
+    border = g[:, 0].all(1) | g[:, -1].all(1) | g[:, :, 0].all(1) | g[:, :, -1].all(1)
+    k = max(2, min(h, w) // 4)
+    # a k x k window all gray <=> its min over the window is 1
+    win = -nn.functional.max_pool2d(-g[:, None].float(), k, stride=1)
+    cut = win.flatten(1).max(1).values >= 1.0
+    return {"border": float((border & structured).float().mean()),
+            "cutout": float((cut & structured).float().mean())}
+
+
+def leak_check(fake: np.ndarray, real: np.ndarray, margin: float = 0.05) -> dict[str, Any]:
+    """Compare the augmentation artifacts of generated and real images (uint8 [N, H, W, C]).
+    A transform leaks when generated images show its artifact clearly more often than real
+    ones: by `margin` (absolute) and twice as often. Returns the four rates and `leaks`, the
+    names of the leaking transforms (empty when none)."""
+    rf, rr = artifact_rates(fake), artifact_rates(real)
+    leaks = [("translation" if k == "border" else "cutout") for k in rf
+             if rf[k] > rr[k] + margin and rf[k] > 2 * rr[k]]
+    return {"leak_border_fake": rf["border"], "leak_border_real": rr["border"],
+            "leak_cutout_fake": rf["cutout"], "leak_cutout_real": rr["cutout"], "leaks": leaks}

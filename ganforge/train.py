@@ -60,6 +60,11 @@ RESUMABLE_KEYS = {"tensorboard", "steps", "minutes", "log_every", "sample_every"
                   "max_rollbacks", "compile", "overlap_grads"}
 
 
+# Data sets up to this many images get the memorisation and augmentation-leak checks with every
+# quick evaluation (cheap pixel-space work; they matter where D can memorise the data).
+SMALL_DATA = 10_000
+
+
 class TrainingStopped(GanforgeError):
     """The health monitor stopped the run; the last good checkpoint is intact."""
 
@@ -160,6 +165,7 @@ class Trainer:
         self.nonfinite = torch.zeros((), device=device)
         self._one = torch.ones((), device=device)
         self.evaluator = None
+        self.memorization = None  # PixelMemorization of the training set, made when first used
         self.improved = False
         self.tb = TensorBoardLog(run_dir, enabled=False)  # opened by run()
 
@@ -388,6 +394,44 @@ class Trainer:
         results = self.evaluator(G_eval, self.variant, self.cfg, self.cfg.seed + 3, n_classes)
         return dist_.broadcast_object(results, self.dist)
 
+    def guard_rails(self) -> dict[str, Any]:
+        """With each quick evaluation on a small data set (under SMALL_DATA images): how close
+        generated images come to their nearest training image (`nn_dist`, `nn_ratio`; see
+        PixelMemorization) and, with augmentation on, whether its artifacts show in them
+        (ganforge.augment.leak_check). Rank 0."""
+        if len(self.ds) > SMALL_DATA or self.variant.kind == "translation":
+            return {}
+        from ganforge.augment import leak_check
+        from ganforge.metrics.memorization import PixelMemorization
+        from ganforge.metrics.training import eval_inputs
+
+        real = np.asarray(self.ds.images)  # uint8 [N, H, W, C]
+        if self.memorization is None:
+            self.memorization = PixelMemorization(real)
+        n = min(self.cfg.eval_n, 500)
+        n_classes = self.n_classes if self.variant.kind == "conditional" else 0
+        z, c = eval_inputs(self.variant, self.cfg, n, self.cfg.seed + 3, n, n_classes)
+        G = self.G_ema if self.G_ema is not None else self.G
+        was_training = G.training
+        G.eval()
+        fake = []
+        with torch.no_grad(), self.autocast():
+            for i in range(0, n, 50):
+                zi = z[i:i + 50].to(self.device)
+                x = G(zi) if c is None else G(zi, c[i:i + 50].to(self.device))
+                fake.append(to_uint8(x.float()))
+        G.train(was_training)
+        out: dict[str, Any] = self.memorization(np.concatenate(fake))
+        if self.augment is not None:
+            out.update(leak_check(np.concatenate(fake), real[:: max(1, len(real) // n)][:n]))
+            if out["leaks"] and self.progress:
+                tqdm.write(f"ganforge: augmentation leak at step {self.step}: generated images "
+                           f"show {' and '.join(out['leaks'])} artifacts (border "
+                           f"{out['leak_border_fake']:.0%} vs {out['leak_border_real']:.0%} of "
+                           f"real, cutout {out['leak_cutout_fake']:.0%} vs "
+                           f"{out['leak_cutout_real']:.0%}); lower augment_p or use auto")
+        return out
+
     def at_interval(self) -> bool:
         """Is this step a sample interval, an evaluation step or the last step?"""
         cfg = self.cfg
@@ -410,7 +454,8 @@ class Trainer:
             results = self.evaluate()  # the same figures on every process
             if results is not None:
                 if self.main:
-                    self.log({"kind": "eval", "step": self.step, **results})
+                    self.log({"kind": "eval", "step": self.step, **results,
+                              **self.guard_rails()})
                 fid = results["fid"]
                 if self.state["best_fid"] is None or fid < self.state["best_fid"]:
                     self.state["best_fid"], self.state["best_step"] = fid, self.step

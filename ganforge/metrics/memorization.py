@@ -92,3 +92,52 @@ def write_nearest_grid(
     """PNG pairing each generated image with its nearest training images (see
     :func:`nearest_grid`), written atomically. Returns the path."""
     return write_png_atomic(path, nearest_grid(fake_images, real_images, indices))
+
+
+# -- during training: a cheap pixel-space check ---------------------------------------------
+
+def _pixels(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, H, W, C] (or [N, C, H, W]) -> float64 [N, C*s*s] in [0, 1], area-averaged to
+    s = min(size, H) pixels a side (small shifts and noise matter less at that scale)."""
+    x = to_nchw_uint8(torch.as_tensor(np.ascontiguousarray(images))).double() / 255.0
+    if x.shape[-1] > size:
+        x = torch.nn.functional.adaptive_avg_pool2d(x, size)
+    return x.flatten(1)
+
+
+def _squared_distances(query: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """[N, M] squared Euclidean distances between rows."""
+    return ((query * query).sum(1, keepdim=True) - 2.0 * query @ ref.T
+            + (ref * ref).sum(1)[None]).clamp_min_(0)
+
+
+class PixelMemorization:
+    """How close generated images come to their nearest training image, relative to how close
+    training images come to each other.
+
+    `nn_dist`: the median, over generated images, of the root-mean-square pixel difference
+    (pixels in [0, 1], images area-averaged to 32 px) to the nearest training image.
+    `nn_ratio`: nn_dist divided by the same median for training images against the rest of
+    the training set (leave one out; up to `max_ref` of them). About 1 or more: generated
+    images are as new as a real image is to the others; far below 1 (< 0.5): G reproduces
+    training images. Cheap (no network): it runs with every quick evaluation on small sets.
+    """
+
+    def __init__(self, train_images: np.ndarray, size: int = 32, max_ref: int = 1000,
+                 seed: int = 0):
+        self.size = size
+        self.train = _pixels(train_images, size)  # [N, D]
+        pick = torch.as_tensor(np.sort(
+            np.random.default_rng(seed).permutation(len(self.train))[:max_ref]))
+        d2 = _squared_distances(self.train[pick], self.train)
+        d2[torch.arange(len(pick)), pick] = float("inf")  # not itself
+        self.real_median = float((d2.min(1).values / self.train.shape[1]).sqrt().quantile(0.5))
+
+    def distances(self, fake_images: np.ndarray) -> torch.Tensor:
+        """RMS pixel difference of each generated image to its nearest training image [N]."""
+        q = _pixels(fake_images, self.size)
+        return (_squared_distances(q, self.train).min(1).values / q.shape[1]).sqrt()
+
+    def __call__(self, fake_images: np.ndarray) -> dict[str, float]:
+        dist = float(self.distances(fake_images).quantile(0.5))
+        return {"nn_dist": dist, "nn_ratio": dist / max(self.real_median, 1e-12)}
