@@ -87,6 +87,14 @@ class HealthMonitor:
         if nonfinite or bad:
             what = ", ".join(bad) or "a loss or gradient"
             return Problem("non-finite", step, f"{what} became NaN/Inf")
+        # amp=fp16: a step the loss scaler skips (an overflow) is normal and halves the scale
+        # (the first few steps of a run usually do); every step of an interval skipped with the
+        # scale already below 1 means non-finite gradients at any scale
+        for key in ("amp_skips_D", "amp_skips_G"):
+            if rec.get(key, 0.0) >= 1.0 and rec.get("amp_scale", 1.0) < 1.0:
+                return Problem("non-finite", step, f"every fp16 step of the last {cfg.log_every} "
+                               f"overflowed ({key} = 1) with the loss scale down to "
+                               f"{rec['amp_scale']:.3g}")
         for key in ("d_real", "d_fake", "grad_norm_D"):
             if abs(rec.get(key, 0.0)) > cfg.explode_threshold:
                 return Problem("exploding critic", step,

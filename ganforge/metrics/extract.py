@@ -22,16 +22,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ganforge.devices import float32_math
 from ganforge.errors import GanforgeError
 from ganforge.metrics.inception import FEATURE_DIM, InceptionV3, load_inception, preprocess
 from ganforge.metrics.weights import load_classifier_head
 
 # bfloat16 moved FID by -0.44..-0.49 % (fp32 stem) or -1.1 % (all bf16) on 1k-2k real images:
 # not safely within the 0.5 % tolerance, so float32 stays the default (docs/BENCHMARKS.md).
+# "float32" is IEEE float32 on GPUs too (cuDNN would use TF32 for convolutions by default on
+# Ampere and later); "tf32" allows TF32 there (a named protocol of its own; on CPUs the same as
+# float32).
 DEFAULT_DTYPE = "float32"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_BATCH_SIZE = 50
-NET_BATCH = 25  # images per forward pass of the network, fixed (see FeatureExtractor._forward)
+# Images per forward pass of the network, fixed per device type (see FeatureExtractor._forward):
+# 25 on CPUs (oneDNN), 200 on GPUs (a GPU needs large batches to be busy).
+NET_BATCH = 25
+GPU_NET_BATCH = 200
 
 Images = np.ndarray | torch.Tensor | Iterable | Callable[[int], np.ndarray]
 
@@ -65,7 +72,7 @@ def tune_malloc() -> bool:
 @functools.lru_cache(maxsize=4)
 def _network(device: str, precision: str) -> InceptionV3:
     net = load_inception(fold=True).to(device=device, memory_format=torch.channels_last)
-    return net.use_bfloat16() if precision == "bfloat16" else net
+    return net.use_bfloat16() if precision == "bfloat16" else net  # tf32: float32 weights
 
 
 @dataclass
@@ -113,10 +120,12 @@ class FeatureExtractor:
 
     Args:
         device: torch device string.
-        dtype: "float32" (default, reproduces the reference FID) or "bfloat16" (stem in
-            float32, the rest in bfloat16: ~1.6x faster on CPUs with AVX-512 BF16, but FID
-            about 0.46 % lower; see docs/BENCHMARKS.md).
-        batch_size: images per forward pass; results do not depend on it.
+        dtype: "float32" (default, reproduces the reference FID; IEEE float32 on GPUs too),
+            "tf32" (GPUs: TF32 convolutions and matmuls) or "bfloat16" (stem in float32, the
+            rest in bfloat16: ~1.6x faster on CPUs with AVX-512 BF16, but FID about 0.46 %
+            lower; see docs/BENCHMARKS.md).
+        batch_size: images read per batch (on a GPU at least GPU_NET_BATCH); results do not
+            depend on it.
         progress: show a tqdm progress bar.
         classifier: path to a local file with the TF-Inception 1008-way classifier (see
             :func:`ganforge.metrics.weights.load_classifier_head`), or None (default: the
@@ -137,9 +146,13 @@ class FeatureExtractor:
             raise GanforgeError(f"batch_size must be >= 1, got {batch_size}")
         self.device = str(torch.device(device))
         self.dtype = dtype
-        self.batch_size = batch_size
+        on_cpu = torch.device(device).type == "cpu"
+        self.net_batch = NET_BATCH if on_cpu else GPU_NET_BATCH
+        self.batch_size = batch_size if on_cpu else max(batch_size, GPU_NET_BATCH)
         self.progress = progress
-        if self.device == "cpu":
+        # FID/KID statistics in float64 on this device (None: numpy on the CPU)
+        self.stats_device = None if on_cpu else self.device
+        if on_cpu:
             tune_malloc()
         self.net = _network(self.device, dtype)
         path = classifier or os.environ.get("GANFORGE_INCEPTION_CLASSIFIER") or None
@@ -150,20 +163,36 @@ class FeatureExtractor:
         return self.classifier is not None
 
     def _forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        # The network always sees NET_BATCH images (the last chunk zero-padded): convolution
+        # The network always sees net_batch images (the last chunk zero-padded): convolution
         # kernels pick their algorithm by batch shape, so this keeps every image's features
-        # bit-identical whatever batch_size or chunking the caller uses.
+        # bit-identical whatever batch_size or chunking the caller uses. On a GPU the uint8
+        # images go to the device first: the resize to 299x299 and the scaling run there.
         out = []
-        for i in range(0, len(batch), NET_BATCH):
-            part = batch[i:i + NET_BATCH]  # uint8 [n, H, W, C]
-            n = len(part)
-            if n < NET_BATCH:
-                pad = (NET_BATCH - n, *part.shape[1:])
-                part = torch.cat([part, part.new_zeros(pad)]) if isinstance(part, torch.Tensor) \
-                    else np.concatenate([part, np.zeros(pad, part.dtype)])
-            x = preprocess(part).to(self.device)  # [NET_BATCH, 3, 299, 299] float32
-            out.append(self.net(x).float().cpu()[:n])  # [n, 2048]
+        step = self.net_batch
+        with float32_math(tf32=self.dtype == "tf32"):
+            for i in range(0, len(batch), step):
+                part = self._to_device(batch[i:i + step])  # uint8 [n, H, W, C]
+                n = len(part)
+                if n < step:
+                    pad = (step - n, *part.shape[1:])
+                    part = torch.cat([part, part.new_zeros(pad)]) \
+                        if isinstance(part, torch.Tensor) \
+                        else np.concatenate([part, np.zeros(pad, part.dtype)])
+                x = preprocess(part).to(self.device)  # [net_batch, 3, 299, 299] float32
+                out.append(self.net(x).float().cpu()[:n])  # [n, 2048]
         return torch.cat(out)
+
+    def _to_device(self, part: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """A uint8 batch on the network's device (CPU: as it is; a wrong dtype is left for
+        preprocess to name)."""
+        if self.stats_device is None:
+            return part
+        if isinstance(part, np.ndarray):
+            if part.dtype != np.uint8:
+                return part
+            part = torch.from_numpy(np.ascontiguousarray(part) if part.flags.writeable
+                                    else part.copy())
+        return part.to(self.device) if isinstance(part, torch.Tensor) else part
 
     def extract(self, images: Images, n: int | None = None, desc: str = "features") -> Features:
         """Features (and logits when a classifier is loaded) of ``images``.

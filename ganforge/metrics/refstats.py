@@ -2,9 +2,11 @@
 
 A reference entry holds mu (float64), sigma (float64) and, for n up to
 :data:`FEATURE_CACHE_CAP`, the float32 features that KID and precision/recall need. It is keyed
-by everything that changes it: the dataset's content hash, the split, n, the protocol version and
-the compute precision. Files are ``.npz`` (no pickle) written atomically: a temp file in the same
-directory, fsync, ``os.replace``; a crash leaves the old entry or none, never half a file.
+by everything that changes it: the dataset's content hash, the split, n, the protocol version,
+the compute precision and the kind of device (CPU and GPU features differ by float rounding, so
+their statistics are not mixed). Files are ``.npz`` (no pickle) written atomically: a temp file
+in the same directory, fsync, ``os.replace``; a crash leaves the old entry or none, never half a
+file.
 
 Cache directory: ``cache_dir`` argument, else ``$GANFORGE_CACHE/refstats``, else
 ``~/.cache/ganforge/refstats``.
@@ -55,8 +57,10 @@ def cache_key(
     n: int,
     protocol_version: str = PROTOCOL_VERSION,
     precision: str = "float32",
+    device: str = "cpu",
 ) -> dict:
-    """The fields that identify a reference entry (all of them are stored in the file)."""
+    """The fields that identify a reference entry (all of them are stored in the file).
+    `device` counts by kind (`cuda:1` is `cuda`)."""
     if not dataset_hash or not isinstance(dataset_hash, str):
         raise GanforgeError("a reference cache key needs the dataset content hash (a string)")
     return {
@@ -65,6 +69,7 @@ def cache_key(
         "n": int(n),
         "protocol_version": protocol_version,
         "precision": precision,
+        "device": str(device).split(":")[0],
     }
 
 
@@ -125,7 +130,7 @@ def reference_stats(
     loaded from the cache when present, else computed and cached.
 
     ``extractor`` is a :class:`~ganforge.metrics.extract.FeatureExtractor` (a default one is made
-    when None); its precision is part of the key.
+    when None); its precision and kind of device are part of the key.
     """
     from ganforge.metrics.extract import FeatureExtractor
     from ganforge.metrics.scores import feature_stats
@@ -136,7 +141,8 @@ def reference_stats(
         raise GanforgeError(f"reference statistics of n={n} images asked, the {split} split "
                             f"given has {total} (need 2 <= n <= {total})")
     extractor = extractor or FeatureExtractor()
-    key = cache_key(dataset_hash, split, n, protocol_version, extractor.dtype)
+    key = cache_key(dataset_hash, split, n, protocol_version, extractor.dtype,
+                    getattr(extractor, "device", "cpu"))
     hit = load_reference(key, cache_dir)
     if hit is not None and (hit.features is not None or n > FEATURE_CACHE_CAP):
         return hit
@@ -144,7 +150,7 @@ def reference_stats(
         raise GanforgeError(f"no cached statistics for protocol {protocol_version!r}, and this "
                             f"ganforge computes only {PROTOCOL_VERSION!r}")
     feats = extractor.extract(images[:n], desc=f"reference {split}").features
-    mu, sigma = feature_stats(feats)
+    mu, sigma = feature_stats(feats, device=getattr(extractor, "stats_device", None))
     ref = RefStats(mu, sigma, n, feats, key)
     save_reference(ref, key, cache_dir)
     return ref

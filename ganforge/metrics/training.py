@@ -121,8 +121,9 @@ class TrainingEvaluator:
         if ref.features is None:  # n above the feature-cache cap
             ref.features = ex.extract(self.real, desc=f"real ({self.split})").features
         subsets, subset_size = 100, 1000
-        fid = fid_from_stats(*feature_stats(fake), ref.mu, ref.sigma)
-        kid_mean, kid_std = kid(fake, ref.features, subsets, subset_size)
+        dev = ex.stats_device  # the GPU's float64 where the features were made there
+        fid = fid_from_stats(*feature_stats(fake, device=dev), ref.mu, ref.sigma, device=dev)
+        kid_mean, kid_std = kid(fake, ref.features, subsets, subset_size, device=dev)
         fid_name, kid_name = metric_name("fid", n, self.split), metric_name("kid", n, self.split)
         return {"n_real": ref.n, fid_name: fid, kid_name: kid_mean, kid_name + "_std": kid_std,
                 "n_fake": n, "split": self.split, "protocol": PROTOCOL, "dtype": ex.dtype,
