@@ -13,7 +13,8 @@ from ganforge import checkpoint, data, data_cond
 
 COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
           "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=2",
-          "--set", "grid_size=8", "--no-progress"]
+          "--set", "grid_size=8", "--no-progress",
+          "--device", "cpu"]  # gloo on CPUs, also on a machine with a GPU (one GPU: no NCCL pair)
 
 
 def launch(nproc, data_dir, out, *args):
@@ -80,7 +81,8 @@ def test_batch_must_divide_across_processes(fmnist_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node=2", "-m", "ganforge", "train", "--data",
                         str(fmnist_dir), "--out", str(tmp_path / "r"), "--variant", "mlp",
-                        "--steps", "2", "--set", "batch_size=15", "--no-progress"],
+                        "--steps", "2", "--set", "batch_size=15", "--no-progress",
+                        "--device", "cpu"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0
     assert "batch_size 15 (the global batch) must be divisible by the 2 processes" in r.stderr
