@@ -1,0 +1,142 @@
+"""The training, resume, fp16, bf16, channels_last, evaluation and serve paths on a CUDA GPU.
+
+Marked `gpu`: not in the default suite; `pytest -m gpu` (bench/gpu_check.sh) runs them, and
+they skip where no GPU is present. tests/test_gpu_paths.py checks the same logic on the CPU.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge import checkpoint
+from ganforge.config import build_config
+from ganforge.train import train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TINY = {"variant": "dcgan", "g_width": 16, "d_width": 16, "z_dim": 16, "batch_size": 32,
+        "log_every": 3, "sample_every": 6, "grid_size": 16, "eval_n": 0, "tensorboard": False,
+        "device": "cuda"}
+
+
+def cfg_for(data_dir, **kw):
+    return build_config([{"data": str(data_dir), **TINY, **kw}])
+
+
+def final(run):
+    return checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors")
+
+
+def max_diff(a, b, prefixes=("G", "D")) -> float:
+    worst = 0.0
+    for prefix in prefixes:
+        sa, sb = a.module_state(prefix), b.module_state(prefix)
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            if sa[k].is_floating_point():
+                worst = max(worst, (sa[k] - sb[k]).abs().max().item())
+            else:
+                assert torch.equal(sa[k], sb[k])
+    return worst
+
+
+@pytest.mark.parametrize("extra", [{}, {"amp": "bf16", "channels_last": True},
+                                   {"amp": "fp16"}, {"variant": "wgan-gp", "amp": "fp16"}],
+                         ids=["fp32", "bf16-channels_last", "fp16", "wgan-gp-fp16"])
+def test_resume_on_cuda_is_as_exact_as_the_gpu_is_deterministic(fmnist_dir, tmp_path, extra):
+    """Split-and-resume ends where a straight run ends: bit-identical when two straight runs
+    are (cuDNN picked deterministic kernels), else as close as two straight runs are."""
+    train(cfg_for(fmnist_dir, steps=12, **extra), tmp_path / "a", progress=False)
+    train(cfg_for(fmnist_dir, steps=12, **extra), tmp_path / "b", progress=False)
+    train(cfg_for(fmnist_dir, steps=6, **extra), tmp_path / "split", progress=False)
+    train(None, tmp_path / "split", resume=True, overrides={"steps": 12}, progress=False)
+    a, b, split = final(tmp_path / "a"), final(tmp_path / "b"), final(tmp_path / "split")
+    noise = max_diff(a, b)
+    assert max_diff(a, split) <= max(noise * 10, 0.0)
+    if extra.get("amp") == "fp16":
+        assert split.meta["state"]["scaler"] == a.meta["state"]["scaler"]
+    records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().split("\n")
+               if x]
+    assert not [r for r in records if r["kind"] == "health"]
+    assert all(np.isfinite(r["loss_D"]) for r in records if r["kind"] == "train")
+
+
+def test_resume_across_devices(fmnist_dir, tmp_path):
+    """cuda -> cpu -> cuda: the saved run state has no device-specific generator state."""
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=4), run, progress=False)
+    train(None, run, resume=True, overrides={"steps": 8, "device": "cpu"}, progress=False)
+    train(None, run, resume=True, overrides={"steps": 12, "device": "cuda:0"}, progress=False)
+    assert final(run).step == 12
+
+
+def test_fp16_overflow_is_skipped_not_rolled_back(fmnist_dir, tmp_path):
+    from test_gpu_paths import overflow_d_once
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=9, amp="fp16", on_problem="stop"), run, progress=False,
+          fault_hook=overflow_d_once(4))
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("amp_skips_D", 0) for r in log) > 0
+    assert not [r for r in log if r["kind"] == "health"]
+
+
+def test_inception_on_cuda_matches_the_cpu(fmnist_dir):
+    """IEEE float32 on the GPU gives the CPU's features up to float rounding; tf32 and bf16
+    are further off; statistics in float64 on the device agree with numpy's."""
+    from ganforge.data import load_dataset
+    from ganforge.metrics.extract import FeatureExtractor
+    from ganforge.metrics.scores import feature_stats, fid_from_stats
+
+    images = np.asarray(load_dataset(fmnist_dir).images[:240])
+    cpu = FeatureExtractor("cpu", progress=False).extract(images).features
+    gpu = FeatureExtractor("cuda", progress=False).extract(images).features
+    rel = np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu)
+    assert rel < 1e-4, rel
+    tf32 = FeatureExtractor("cuda", dtype="tf32", progress=False).extract(images).features
+    assert np.linalg.norm(tf32 - cpu) / np.linalg.norm(cpu) < 1e-2
+    a, b = gpu[:120], gpu[120:]
+    on_gpu = fid_from_stats(*feature_stats(a, "cuda"), *feature_stats(b, "cuda"), device="cuda")
+    assert on_gpu == pytest.approx(fid_from_stats(*feature_stats(a), *feature_stats(b)),
+                                   rel=1e-6)
+    # batch-size independence on the GPU (the network always sees fixed chunks)
+    again = FeatureExtractor("cuda", batch_size=37, progress=False).extract(images).features
+    np.testing.assert_array_equal(again, gpu)
+
+
+def test_training_evaluation_and_sampling_on_cuda(fmnist_dir, tmp_path):
+    from ganforge.cli import main
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=6, eval_n=64, eval_every=6, ema=0.9), run, progress=False)
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    (ev,) = [r for r in log if r["kind"] == "eval"]
+    assert np.isfinite(ev["fid"]) and ev["n_fake"] == 64
+    # `auto` picks the GPU; the CPU gives the same images up to rounding of a pixel or two
+    assert main(["sample", str(run), "--n", "8", "--out", str(tmp_path / "g")]) == 0
+    assert main(["sample", str(run), "--n", "8", "--out", str(tmp_path / "c"),
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "g").glob("*.png"))) == 8
+
+
+def test_serve_on_cuda(fmnist_dir, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ganforge.serve import create_app
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=3), run, progress=False)
+    with TestClient(create_app(run, "cuda", threads=1)) as client:
+        z = client.get("/api/latent", params={"seed": 5}).json()["z"]
+        r = client.post("/api/image", json={"z": z})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_compile_trains(fmnist_dir, tmp_path):
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=6, compile=True), run, progress=False)
+    assert final(run).step == 6
