@@ -50,7 +50,8 @@ EPILOG = {
   ganforge evaluate runs/faces --ref data/faces --n 5000
   ganforge evaluate runs/fmnist --ref fashion-mnist:test --n 10000 --metrics fid,kid,pr --json
   ganforge evaluate runs/fmnist --ref fashion-mnist --n 2000 --nearest 3
-  ganforge evaluate --real data/fmnist-test --fake samples/
+  ganforge evaluate --real data/fmnist-test --fake samples/   # each set at its own size
+  ganforge evaluate runs/fmnist --ref fashion-mnist:test --metrics fid,cs
   ganforge evaluate runs/cgan --n-per-class 100      # classifier accuracy + per-class FID
   ganforge evaluate runs/p2p --n 500                 # FID, L1 and PSNR on the test pairs
 Every figure is printed with its protocol name (fid5k_test = 5,000 generated vs the test
@@ -159,9 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=5000, help="generated images (default 5000)")
     p.add_argument("--n-real", type=int, default=0,
                    help="real images (default: all of --ref, at most 50,000)")
-    p.add_argument("--metrics", default="fid,kid,pr", help="comma list of fid, kid, is, pr")
-    p.add_argument("--real", help="with --fake: evaluate two image folders/caches directly")
+    p.add_argument("--metrics", default="fid,kid,pr",
+                   help="comma list of fid, kid, pr, cs (classifier score of a small CNN "
+                   "trained on labelled reference data), is (needs --inception-classifier)")
+    p.add_argument("--real", help="with --fake: evaluate two image folders/caches directly, "
+                   "each at its own resolution")
     p.add_argument("--fake", help="generated images: folder or prepared dir")
+    p.add_argument("--size", type=int, default=None,
+                   help="with --real/--fake: prepare both sets to SIZExSIZE first (center "
+                   "crop, LANCZOS), e.g. for folders of mixed sizes")
+    p.add_argument("--inception-classifier", metavar="FILE",
+                   help="a local pytorch-fid pt_inception-2015-12-05-6726825d.pth: enables "
+                   "--metrics is (never downloaded)")
     p.add_argument("--nearest", type=int, default=0, metavar="K",
                    help="also write nearest.png: 16 samples beside their K nearest training "
                    "images (memorisation check)")

@@ -10,7 +10,7 @@ A run directory holds:
     metrics.jsonl                  {"kind": "train"} per log interval, {"kind": "eval"} per
                                    evaluation, {"kind": "health"} per problem found
     samples/step-XXXXXX.png        the fixed-latent grid after every sample interval
-    plots/*.png                    losses, D accuracy / fooling rate, gradient norms, FID
+    plots/*.png                    losses, D accuracy / fooling rate, gradient norms, quality
     checkpoints/latest.safetensors everything needed to resume exactly
     checkpoints/best.safetensors   the checkpoint with the lowest FID so far (evaluation on)
 """
