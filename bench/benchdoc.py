@@ -43,3 +43,17 @@ def add_row(header: str, intro: str, columns: list[str], row: list[str],
         lines.insert(i, line_row)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
+
+
+def write_section(name: str, text: str, doc: Path = DOC) -> None:
+    """Replace what lies between `<!-- name:start -->` and `<!-- name:end -->` in `doc` with
+    `text` (appending the marked section at the end when the markers are absent)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{start}\n{text.strip()}\n{end}"
+    if start in old and end in old:
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(new)

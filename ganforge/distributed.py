@@ -9,13 +9,19 @@ GPUs, gloo on CPUs).
 How the work is split: `batch_size` is the *global* batch. Every process draws the same global
 permutation of the data and the same global latents, and takes its own slice of each (rank::world),
 so N processes see exactly the images and latents one process would see, and the learning
-rates stay as configured. After each backward pass the gradients are averaged across processes
-with one all-reduce of a flat buffer (as StyleGAN3 does) rather than by wrapping the networks in
-`DistributedDataParallel`: the gradient penalty's double backward, the generator step's D
-forward (which must not all-reduce D gradients) and `requires_grad_` toggling then need no
-special cases. Weights stay identical on every process because every process applies the same
-averaged gradients; EMA and weight clipping run identically everywhere. BatchNorm statistics
-are per process (rank 0's are broadcast before every snapshot). Only rank 0 writes files.
+rates stay as configured. The gradients are averaged across processes while the backward pass
+runs: `GradReducer` all-reduces them in buckets, each started as soon as its gradients are
+accumulated (as `DistributedDataParallel` does, but driven by per-parameter hooks rather than a
+wrapper, so the gradient penalty's double backward, the generator step's frozen D and
+`requires_grad_` toggling need no special cases); `overlap_grads=false` averages them with one
+flat all-reduce after backward instead. Under fp16 loss scaling the scaled gradients are
+averaged first and checked for inf/NaN after, so all processes skip a step together. Weights
+stay identical on every process because every process applies the same averaged gradients; EMA
+and weight clipping run identically everywhere. BatchNorm statistics are per process (rank 0's
+are broadcast before every snapshot) unless `sync_bn=true` (SyncBatchNorm, GPUs). With CUDA each
+process binds the GPU of its local rank (modulo the GPUs it sees, so one GPU bound per process
+by a scheduler works too) and passes it to the process group as `device_id`. Only rank 0 writes
+files.
 
 Per-process state travels in checkpoints too: every process's RNG streams and its copy of the
 modules that are not synced (CycleGAN's history pool), gathered to rank 0. The quick FID/KID

@@ -154,7 +154,7 @@ class FeatureExtractor:
         self.stats_device = None if on_cpu else self.device
         if on_cpu:
             tune_malloc()
-        self.net = _network(self.device, dtype)
+        self.net = _network(self.device, "bfloat16" if dtype == "bfloat16" else "float32")
         path = classifier or os.environ.get("GANFORGE_INCEPTION_CLASSIFIER") or None
         self.classifier = load_classifier_head(path) if path else None  # [1008, 2048]
 
