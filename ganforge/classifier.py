@@ -75,11 +75,17 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n_classes: int, *,
 
 
 @torch.no_grad()
+def logits(model: nn.Module, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Class logits [N, n_classes] (float32) of uint8 images [N, H, W, C]."""
+    out = [model(_to_input(images[i:i + batch_size])).float().numpy()
+           for i in range(0, len(images), batch_size)]
+    n_classes = model.net[-1].out_features
+    return np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
+
+
 def predict(model: nn.Module, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Predicted class per uint8 image [N, H, W, C]."""
-    out = [model(_to_input(images[i:i + batch_size])).argmax(1).numpy()
-           for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return logits(model, images, batch_size).argmax(1)
 
 
 def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
@@ -112,4 +118,5 @@ def _metadata(raw: bytes) -> dict[str, str]:
     return json.loads(raw[8:8 + n]).get("__metadata__", {})
 
 
-__all__ = ["SmallCNN", "accuracy", "cached_classifier", "predict", "train_classifier"]
+__all__ = ["SmallCNN", "accuracy", "cached_classifier", "logits", "predict",
+           "train_classifier"]

@@ -166,14 +166,19 @@ def _to_array(img: Image.Image, channels: int, size: int, crop: float) -> np.nda
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba).convert("RGB")
     img = img.convert("L" if channels == 1 else "RGB")
+    if size:  # 0: the file's own pixels, uncropped (evaluation at the images' own size)
+        img = _crop_resize(img, size, crop)
+    a = np.asarray(img, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _crop_resize(img: Image.Image, size: int, crop: float) -> Image.Image:
+    """Center-crop the `crop` fraction of the shorter side as a square, then resize to size."""
     w, h = img.size
     side = max(1, round(min(w, h) * crop))
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side))
-    if side != size:
-        img = img.resize((size, size), Image.Resampling.LANCZOS)
-    a = np.asarray(img, dtype=np.uint8)
-    return a[:, :, None] if a.ndim == 2 else a
+    return img if side == size else img.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def _load_image(path: Path, channels: int, size: int, crop: float) -> np.ndarray:
@@ -265,6 +270,53 @@ def decode_files(files: list[Path], root: Path, channels: int, size: int, crop: 
     return arrays, skipped
 
 
+def _decode_folder(folder: Path, files: list[Path], channels: int, size: int, crop: float,
+                   progress: bool, desc: str = "prepare"
+                   ) -> tuple[list[np.ndarray], list[dict[str, str]]]:
+    """decode_files for a folder source (channels 0: 1 when the files are gray, else 3); a
+    folder of which no file could be used is one GanforgeError naming the first problem."""
+    if not channels:
+        channels = 1 if all(_gray_image(p) for p in files[:200]) else 3
+    arrays, skipped = decode_files(files, folder, channels, size, crop, progress, desc)
+    if not arrays:
+        raise GanforgeError(f"none of the {len(files)} image files under {folder} could "
+                            f"be used (first problem: {skipped[0]['path']}: "
+                            f"{skipped[0]['reason']})")
+    return arrays, skipped
+
+
+def read_native(folder: str | Path, progress: bool = True
+                ) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Every image under `folder` at its own resolution, neither cropped nor resized (what
+    evaluation feeds the Inception resize): uint8 [N, H, W, C], C = 1 when the files are gray,
+    else 3, and the skipped files with their reasons. Images of more than one size are one
+    GanforgeError listing the sizes (score them at one size with `prepare --size`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GanforgeError(f"image folder not found: {folder}")
+    files = list_images(folder)
+    if not files:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise GanforgeError(f"no image files ({exts}) found under {folder}")
+    channels = 1 if all(_gray_image(p) for p in files) else 3  # every file: no colour lost
+    arrays, skipped = _decode_folder(folder, files, channels, 0, 1.0, progress, desc="read")
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, a in enumerate(arrays):
+        by_size[a.shape[:2]].append(i)
+    if len(by_size) > 1:
+        bad = {s["path"] for s in skipped}
+        used = [str(p.relative_to(folder)) for p in files]
+        used = [name for name in used if name not in bad]  # in the order of `arrays`
+        sizes = sorted(by_size.items(), key=lambda kv: -len(kv[1]))
+        listed = "; ".join(f"{w}x{h}: {len(ix)} (e.g. {_printable(used[ix[0]])})"
+                           for (h, w), ix in sizes[:4])
+        raise GanforgeError(f"the images under {folder} have {len(sizes)} different sizes "
+                            f"({listed}); a set is scored at its own resolution, so give "
+                            "--size N to resize every image to NxN first (center crop, "
+                            "LANCZOS), or keep one size per folder")
+    return np.stack(arrays), skipped
+
+
 def check_prepare_args(size: int, channels: int, crop: float) -> None:
     """The checks every kind of prepare makes on --size, --channels and --crop."""
     if not 0 < crop <= 1:
@@ -318,14 +370,7 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
             if not files:
                 exts = ", ".join(sorted(IMAGE_EXTENSIONS))
                 raise GanforgeError(f"no image files ({exts}) found under {source}")
-            size = size or 64
-            if not channels:
-                channels = 1 if all(_gray_image(p) for p in files[:200]) else 3
-            arrays, skipped = decode_files(files, path, channels, size, crop, progress)
-            if not arrays:
-                raise GanforgeError(f"none of the {len(files)} image files under {source} could "
-                                    f"be used (first problem: {skipped[0]['path']}: "
-                                    f"{skipped[0]['reason']})")
+            arrays, skipped = _decode_folder(path, files, channels, size or 64, crop, progress)
             images = np.stack(arrays)
             n_files = len(files)
     images = np.ascontiguousarray(images, dtype=np.uint8)

@@ -10,16 +10,20 @@ Stable API (used by the CLI and the training loop)::
     evaluate_images(fake_uint8, real_uint8=None, *, metrics=("fid", "kid"), real_key=None,
                     split="test", device="cpu", batch_size=50, progress=True, n_fake=None,
                     dtype="float32", cache_dir=None, kid_subsets=100, kid_subset_size=1000,
-                    pr_k=3, extractor=None) -> dict
+                    pr_k=3, extractor=None, classifier=None) -> dict
         fake_uint8: uint8 [N, H, W, C] array/tensor (C = 1, 3 or 4), an iterable of such
             batches, or a callable generate(k) -> [k, H, W, C] (then n_fake is required), so
             generated images stream. real_uint8: uint8 [M, H, W, C]; all M images are used.
-        metrics: any of "fid", "kid", "is", "pr" (precision and recall).
+            Each set is fed at its own resolution (only the Inception resize to 299 applies).
+        metrics: any of "fid", "kid", "is", "pr" (precision and recall), "cs" (classifier
+            score: the IS formula over the logits `classifier(images) -> [N, K]` gives, e.g.
+            ganforge's small CNN trained on labelled real data; no Inception involved).
         real_key: the dataset's content hash; turns on the reference-statistics cache.
         Returns e.g. {"fid2k_test": 12.3, "kid2k_test": 0.01, "kid2k_test_std": 0.001,
             "precision2k_test": 0.7, "recall2k_test": 0.6, "n_fake": 2000, "n_real": 2000,
             "split": "test", "protocol": PROTOCOL, "dtype": "float32", ...}; with "is":
-            "is2k", "is2k_std".
+            "is2k", "is2k_std"; with "cs": "cs2k_test", "cs2k_test_std". `split` names the
+            real set: train, test, or a folder's name.
     format_results(results) -> str
         "fid2k_test = 12.36  (2,000 generated vs 2,000 test images; TF-Inception ...)".
     metric_name(metric, n, split=None) -> str          # ("fid", 500, "test") -> "fid500_test"
