@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use at most N images (0 = all)")
     p.add_argument("--per-folder", type=int, default=0,
                    help="use at most K images per folder (0 = all), e.g. 2 per person")
+    p.add_argument("--mirror", action="store_true",
+                   help="add every image's horizontal mirror image (twice the images; for "
+                   "faces, sprites, products - not for text)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     variants = "\n".join(f"  {v.name:8s} {v.description}" for v in REGISTRY.values())
@@ -245,15 +248,18 @@ def _prepare(args: argparse.Namespace) -> None:
     common = dict(size=args.size or 0, channels=args.channels or 0,
                   crop=args.crop if args.crop is not None else 1.0, progress=not args.no_progress)
     if args.paired or args.source.split(":")[0] == data_cond.EDGES:
+        if args.mirror:
+            raise GanforgeError("--mirror is for image folders and labelled folders, not pairs")
         pairs = data_cond.prepare_paired(args.source, args.out, limit=args.limit, **common)
         print(data_cond.describe_paired(pairs))
         return
     if args.labelled:
         ds = data_cond.prepare_labelled(args.source, args.out, limit=args.limit,
-                                        per_folder=args.per_folder, **common)
+                                        per_folder=args.per_folder, mirror=args.mirror,
+                                        **common)
     else:
         ds = data.prepare(args.source, args.out, limit=args.limit, per_folder=args.per_folder,
-                          **common)
+                          mirror=args.mirror, **common)
     print(data.describe(ds))
 
 

@@ -36,6 +36,8 @@ class TrainConfig:
     size: int = _f(0, "image size in pixels (0 = the data's own size)", min=0, max=1024)
     channels: int = _f(0, "1 or 3 (0 = the data's own)", choices=(0, 1, 3))
     crop: float = _f(1.0, "center-crop fraction used when preparing a folder", min=0.05, max=1.0)
+    mirror: bool = _f(False, "add every image's horizontal mirror image to the data (twice the "
+                      "images; for faces, sprites, products - not for text)")
     # networks
     z_dim: int = _f(100, "latent dimension", min=1, max=4096)
     g_width: int = _f(64, "generator width (channels of its last hidden layer)", min=1, max=4096)

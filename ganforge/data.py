@@ -328,12 +328,14 @@ def check_prepare_args(size: int, channels: int, crop: float) -> None:
 
 
 def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, crop: float = 1.0,
-            limit: int = 0, per_folder: int = 0, progress: bool = True) -> Dataset:
+            limit: int = 0, per_folder: int = 0, progress: bool = True,
+            mirror: bool = False) -> Dataset:
     """Prepare `source` (image folder, idx file, or `fashion-mnist[:train|:test]`) into `out`.
 
     size 0 keeps the source's size (folders: 64); channels 0 means 1 for gray-only sources,
-    else 3. Returns the loaded Dataset. An existing finished cache at `out` is replaced only
-    once the new one is complete.
+    else 3. `mirror` adds every image's horizontal mirror image (twice the images). Returns
+    the loaded Dataset. An existing finished cache at `out` is replaced only once the new one
+    is complete.
     """
     check_prepare_args(size, channels, crop)
     out = Path(out)
@@ -374,6 +376,8 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
             images = np.stack(arrays)
             n_files = len(files)
     images = np.ascontiguousarray(images, dtype=np.uint8)
+    if mirror:
+        images, labels = mirror_images(images, labels)
     meta = {
         "version": CACHE_VERSION,
         "source": name if name == "fashion-mnist" else str(Path(source).resolve()),
@@ -388,11 +392,21 @@ def prepare(source: str, out: str | Path, *, size: int = 0, channels: int = 0, c
         "per_folder": per_folder,
         "content_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
         "has_labels": labels is not None,
+        "mirror": mirror,
     }
     if labels is not None and name == "fashion-mnist":
         meta["classes"] = FASHION_MNIST_CLASSES
     _write_cache(out, images, labels, meta)
     return load_dataset(out)
+
+
+def mirror_images(images: np.ndarray, labels: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Horizontal-flip doubling: the images [N, H, W, C] followed by their mirror images (and
+    the labels twice). For data whose mirror image is as plausible as the image (faces,
+    sprites, products; not text)."""
+    flipped = np.ascontiguousarray(np.concatenate([images, images[:, :, ::-1]]))
+    return flipped, None if labels is None else np.concatenate([labels, labels])
 
 
 def _write_cache(out: Path, images: np.ndarray, labels: np.ndarray | None,
@@ -447,9 +461,10 @@ def describe(ds: Dataset) -> str:
 
 def report(m: dict[str, Any], path: Path, noun: str, meta_name: str) -> str:
     """The report of any prepared cache (`noun`: images, pairs ...) from its metadata."""
+    mirrored = f"; {m['count'] // 2} and their mirror images" if m.get("mirror") else ""
     lines = [f"prepared {m['count']} {noun} ({m['size']}x{m['size']}, {m['channels']} channel"
-             f"{'s' if m['channels'] > 1 else ''}) from {_printable(m['source'])} into "
-             f"{_printable(str(path))}"]
+             f"{'s' if m['channels'] > 1 else ''}{mirrored}) from {_printable(m['source'])} "
+             f"into {_printable(str(path))}"]
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} of {m['files_seen']} files:")
         for s in m["skipped"][:20]:
@@ -510,8 +525,9 @@ def _size_mtime(p: Path) -> tuple[int, int]:
 
 
 def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
-            progress: bool = True) -> Dataset:
-    """What `train --data` accepts: a prepared dir, or a source prepared on the fly (cached)."""
+            progress: bool = True, mirror: bool = False) -> Dataset:
+    """What `train --data` accepts: a prepared dir, or a source prepared on the fly (cached;
+    with `mirror`, with every image's mirror image added)."""
     path = Path(data)
     if path.is_dir() and not (path / "meta.json").exists() and any(
             (path / n).exists() for pair in CACHE_FILES for n in pair.values()):
@@ -524,6 +540,10 @@ def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
                 f"{data} was prepared at {ds.size}px/{ds.channels}ch but the config asks for "
                 f"{size or ds.size}px/{channels or ds.channels}ch; prepare it again or drop "
                 "size/channels")
+        if mirror and not ds.meta.get("mirror"):
+            raise GanforgeError(f"mirror is on but {data} was prepared without its mirror "
+                                "images; prepare it again with --mirror, or pass the image "
+                                "folder itself as --data")
         return ds
     if data.split(":")[0] == "fashion-mnist":
         ident = f"{data}|{size}|{channels}|{crop}"
@@ -533,6 +553,8 @@ def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
         ident = json.dumps([str(path.resolve()), size, channels, crop, listing])
     else:
         raise GanforgeError(f"data source not found: {data}")
+    if mirror:
+        ident += "|mirror"
     key = hashlib.sha256(f"v{CACHE_VERSION}|{ident}".encode()).hexdigest()[:16]
     cached = cache_root() / "data" / key
     if (cached / "meta.json").exists():
@@ -540,6 +562,7 @@ def resolve(data: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
             return load_dataset(cached)
         except GanforgeError:
             pass  # a damaged cache is simply rebuilt
-    ds = prepare(data, cached, size=size, channels=channels, crop=crop, progress=progress)
+    ds = prepare(data, cached, size=size, channels=channels, crop=crop, progress=progress,
+                 mirror=mirror)
     print(describe(ds))
     return ds

@@ -94,8 +94,9 @@ def _cap_per_class(files: dict[str, list[Path]], limit: int) -> dict[str, list[P
 
 def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, channels: int = 0,
                      crop: float = 1.0, limit: int = 0, per_folder: int = 0,
-                     progress: bool = True) -> data.Dataset:
-    """A folder with one sub-folder per class -> a cache with labels and class names.
+                     progress: bool = True, mirror: bool = False) -> data.Dataset:
+    """A folder with one sub-folder per class -> a cache with labels and class names
+    (`mirror`: and every image's mirror image, with its label).
 
     `per_folder`: at most K images from each folder (a class folder, or each folder inside
     it, e.g. one per person); `limit`: at most N images in all, balanced across classes."""
@@ -134,30 +135,34 @@ def prepare_labelled(folder: str | Path, out: str | Path, *, size: int = 0, chan
                                 f"{data._printable(name)!r} could be used (first problem: "
                                 f"{skipped[-1]['path']}: {skipped[-1]['reason']})")
     images = np.ascontiguousarray(np.stack(arrays), dtype=np.uint8)
+    label_array = np.asarray(labels, dtype=np.int64)
+    if mirror:
+        images, label_array = data.mirror_images(images, label_array)
     meta = _base_meta(str(root.resolve()), "train", images, len(every) + sum(
         1 for s in skipped if s["reason"] == "not inside a class folder"), skipped, crop)
     meta.update(has_labels=True, classes=[d.name for d in class_dirs], limit=limit,
-                per_folder=per_folder)
-    data._write_cache(Path(out), images, np.asarray(labels, dtype=np.int64), meta)
+                per_folder=per_folder, mirror=mirror)
+    data._write_cache(Path(out), images, label_array, meta)
     return data.load_dataset(out)
 
 
 def resolve_labelled(source: str, *, size: int = 0, channels: int = 0, crop: float = 1.0,
-                     progress: bool = True) -> data.Dataset:
+                     progress: bool = True, mirror: bool = False) -> data.Dataset:
     """What `train --variant cgan --data` accepts: fashion-mnist, a prepared labelled
     directory, or a labelled folder (prepared on the fly, cached)."""
     path = Path(source)
     if source.split(":")[0] == "fashion-mnist" or (path / "meta.json").exists():
-        ds = data.resolve(source, size=size, channels=channels, crop=crop, progress=progress)
+        ds = data.resolve(source, size=size, channels=channels, crop=crop, progress=progress,
+                          mirror=mirror)
     elif path.is_dir():
         ident = json.dumps(["labelled", str(path.resolve()), size, channels, crop,
-                            _listing(path)])
+                            _listing(path)] + (["mirror"] if mirror else []))
         cached = _cached(ident)
         try:
             return data.load_dataset(cached)
         except GanforgeError:
             ds = prepare_labelled(path, cached, size=size, channels=channels, crop=crop,
-                                  progress=progress)
+                                  progress=progress, mirror=mirror)
             print(data.describe(ds))
     else:
         raise GanforgeError(f"data source not found: {source}")

@@ -160,3 +160,39 @@ def test_resolve_prepares_once_and_reuses_the_cache(tmp_path):
     Image.fromarray(items[0]).save(folder / "new.png")
     c = data.resolve(str(folder), size=28, progress=False)
     assert c.path != a.path and len(c) == 11
+
+
+def test_mirror_adds_each_image_mirrored(color_folder, tmp_path):
+    """--mirror: the cache holds the images, then the same images flipped left-right (checked
+    against PIL's own mirror of the decoded file), labels twice for a labelled folder."""
+    from PIL import ImageOps
+
+    from ganforge.cli import main
+    from ganforge.data_cond import prepare_labelled
+
+    plain = data.prepare(str(color_folder), tmp_path / "plain", size=24)
+    assert main(["prepare", str(color_folder), "--out", str(tmp_path / "m"), "--size", "24",
+                 "--mirror", "--no-progress"]) == 0
+    mirrored = data.load_dataset(tmp_path / "m")
+    n = len(plain)
+    assert len(mirrored) == 2 * n and mirrored.meta["mirror"] is True
+    assert np.array_equal(mirrored.images[:n], plain.images)
+    first = sorted(p for p in color_folder.rglob("*") if p.is_file())[0]
+    with Image.open(first) as im:
+        side = min(im.size)
+        box = ((im.width - side) // 2, (im.height - side) // 2)
+        crop = im.convert("RGB").crop((*box, box[0] + side, box[1] + side))
+        expected = np.asarray(ImageOps.mirror(crop.resize((24, 24), Image.Resampling.LANCZOS)))
+    assert np.array_equal(mirrored.images[n], expected)
+    lab = prepare_labelled(color_folder, tmp_path / "lab", size=24, mirror=True)
+    half = len(lab) // 2
+    assert np.array_equal(lab.labels[:half], lab.labels[half:])
+    assert np.array_equal(lab.images[half:], lab.images[:half, :, ::-1])
+
+
+def test_mirror_on_a_cache_prepared_without_it_is_refused(color_folder, tmp_path):
+    data.prepare(str(color_folder), tmp_path / "plain", size=24)
+    with pytest.raises(GanforgeError, match="without its mirror images"):
+        data.resolve(str(tmp_path / "plain"), mirror=True)
+    ds = data.resolve(str(color_folder), size=24, mirror=True)  # a folder: prepared mirrored
+    assert ds.meta["mirror"] and len(ds) == 2 * len(data.resolve(str(color_folder), size=24))

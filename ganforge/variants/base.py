@@ -64,7 +64,7 @@ class Variant:
         from ganforge.data_cond import TrainData
 
         ds = data.resolve(cfg.data, size=cfg.size, channels=cfg.channels, crop=cfg.crop,
-                          progress=progress)
+                          progress=progress, mirror=cfg.mirror)
         return TrainData(parts=[{"real": ds.images}], size=ds.size, channels=ds.channels,
                          key=ds.key, split=ds.split, ref=ds)
 
@@ -80,6 +80,9 @@ class Variant:
             raise GanforgeError(f"augment is for variants that generate images from noise; "
                                 f"{self.name} translates images (its D judges pairs or "
                                 "domains whose alignment augmentation would break)")
+        if cfg.mirror and self.kind == "translation":
+            raise GanforgeError(f"mirror is for variants that generate images from noise, not "
+                                f"{self.name}")
         if cfg.data_b and not self.two_domains:
             raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 

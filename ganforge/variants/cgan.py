@@ -74,7 +74,7 @@ class CGAN(Variant):
         from ganforge.data_cond import TrainData, resolve_labelled
 
         ds = resolve_labelled(cfg.data, size=cfg.size, channels=cfg.channels, crop=cfg.crop,
-                              progress=progress)
+                              progress=progress, mirror=cfg.mirror)
         classes = list(ds.meta["classes"])
         if cfg.condition == "text":
             from ganforge import text
