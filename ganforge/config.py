@@ -159,6 +159,10 @@ class TrainConfig:
                           min=1)
     collapse_ratio: float = _f(0.1, "sample diversity below this fraction of the real images' "
                                "is mode collapse (0 = off)", min=0.0, max=1.0)
+    # small-data variant (FastGAN-style)
+    recon_weight: float = _f(1.0, "small-data: weight of D's reconstruction loss (L1 between "
+                             "its decoders' output and the real images it saw; 0 = off)",
+                             min=0.0)
 
     def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):

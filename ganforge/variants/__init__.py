@@ -8,10 +8,11 @@ from ganforge.variants.base import Variant
 from ganforge.variants.cgan import CGAN
 from ganforge.variants.cyclegan import CycleGAN
 from ganforge.variants.pix2pix import Pix2Pix
+from ganforge.variants.smalldata import SmallData
 from ganforge.variants.unconditional import DCGAN, MLPGAN, SNGAN, WGAN, WGANGP
 
 REGISTRY: dict[str, Variant] = {v.name: v for v in (MLPGAN(), DCGAN(), WGAN(), WGANGP(), SNGAN(),
-                                                    CGAN(), Pix2Pix(), CycleGAN())}
+                                                    SmallData(), CGAN(), Pix2Pix(), CycleGAN())}
 
 
 def get_variant(name: str) -> Variant:
