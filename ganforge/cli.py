@@ -220,17 +220,26 @@ def _train(args: argparse.Namespace) -> None:
         if value is not None:
             explicit[key] = C.coerce(key, value)
     explicit.update(C.parse_overrides(args.set))
+    if "minutes" in explicit and "steps" not in explicit:
+        explicit["steps"] = C.UNTIL_CLOCK  # --minutes alone: the clock decides
     layers.append(explicit)
+    main_rank = os.environ.get("RANK", "0") == "0"
     if args.resume:
         cfg = None  # rebuilt from the run's checkpoint
     else:
+        if not args.preset and "variant" not in explicit:
+            recipe = _recipe(C.build_config(layers), progress=not args.no_progress)
+            layers.insert(0, {**recipe.overrides, "recipe": recipe.line()[len("recipe: "):]})
+            if main_rank:
+                print(recipe.line(), flush=True)
         cfg = C.build_config(layers)
     result = train(cfg, args.out, resume=args.resume, overrides=explicit,
                    progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
+    if not main_rank:
         return  # under torchrun only rank 0 reports
     out = Path(args.out)
     grids = sorted((out / "samples").glob("step-*.png"))
+    best = out / "checkpoints" / "best.safetensors"
     print(f"trained to step {result.step}; run directory: {out}")
     if result.last_log:
         r = result.last_log
@@ -239,7 +248,23 @@ def _train(args: argparse.Namespace) -> None:
     if grids:
         print(f"sample grid:  {grids[-1]}")
     print(f"curves:       {out / 'plots'}")
-    print(f"checkpoint:   {result.checkpoint}")
+    print(f"checkpoint:   {result.checkpoint}" + (f" (best by FID: {best})" if best.exists()
+                                                   else ""))
+    print(f"next:         ganforge serve {out}                  # explore it in the browser\n"
+          f"              ganforge sample {out} --n 64 --grid grid.png\n"
+          f"              ganforge evaluate {out} --n 5000      # FID/KID against the data\n"
+          f"              ganforge train --out {out} --resume --minutes 30   # train on")
+
+
+def _recipe(base: Any, progress: bool) -> Any:
+    """The recipe for the data `base.data` (prepared now, cached for the run) on the device."""
+    from ganforge import data
+    from ganforge.devices import pick_device
+    from ganforge.recipes import choose
+
+    ds = data.resolve(base.data, size=base.size, channels=base.channels, crop=base.crop,
+                      progress=progress, mirror=base.mirror)
+    return choose(len(ds), ds.size, ds.channels, str(pick_device(base.device)))
 
 
 def _prepare(args: argparse.Namespace) -> None:

@@ -30,6 +30,9 @@ def _f(default: Any, help: str, **check: Any) -> Any:
 class TrainConfig:
     # what to train
     variant: str = _f("dcgan", "GAN variant (see `ganforge train --help` for the list)")
+    recipe: str = _f("", "the recipe `ganforge train` chose from the data when no variant or "
+                     "preset was given, and why (a record; empty when the user chose)",
+                     optional=True)
     data: str = _f("fashion-mnist", "prepared data dir, image folder, idx file or `fashion-mnist`")
     data_b: str = _f("", "CycleGAN: the second (B) domain's images; empty for other variants",
                      optional=True)
@@ -191,6 +194,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+# `steps` when --minutes alone sets the length of a run: the clock stops it first.
+UNTIL_CLOCK = 1_000_000_000
 
 # Any int key without its own `max`: beyond this a value is a mistake, and torch's RNGs and
 # the explorer's JSON (float64 in a browser) could not hold it.

@@ -519,6 +519,16 @@ class Trainer:
         finally:
             self.tb.close()
 
+    def out_of_time(self, clock: float) -> bool:
+        """Has this session trained `clock` seconds? Under torchrun rank 0's clock decides, at
+        log steps only (one broadcast per log interval), so every process stops at the same
+        step."""
+        if not self.dist.enabled:
+            return time.monotonic() - self.t_start >= clock
+        if self.step % self.cfg.log_every:
+            return False
+        return dist_.broadcast_object(time.monotonic() - self.t_start >= clock, self.dist)
+
     def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
         if self.main:
@@ -535,11 +545,17 @@ class Trainer:
         self.t_start = self.t_log = time.monotonic()
         self.kimg_log = sched["kimg"]
         last: dict[str, Any] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        clock = cfg.minutes * 60  # seconds of training this session (0: steps decide)
+        if clock:  # the bar counts toward the clock: seconds, with the step in the postfix
+            bar = tqdm(total=round(clock), desc="train", unit="s", disable=not self.progress,
+                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s "
+                       "[{elapsed}<{remaining}{postfix}]")
+        else:
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
+                       disable=not self.progress, dynamic_ncols=True)
         ran = False
         while self.step < cfg.steps:
-            if cfg.minutes and time.monotonic() - self.t_start >= cfg.minutes * 60:
+            if clock and self.out_of_time(clock):
                 break
             ran = True
             if cfg.lr_decay:
@@ -561,7 +577,10 @@ class Trainer:
             self.step += 1
             if self.fault_hook is not None:
                 self.fault_hook(self)
-            bar.update(1)
+            if clock:
+                bar.update(min(clock, time.monotonic() - self.t_start) - bar.n)
+            else:
+                bar.update(1)
             problem = None
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rec = self.log_interval(time.monotonic())
@@ -573,7 +592,8 @@ class Trainer:
                 problem = dist_.broadcast_object(problem, self.dist)
                 if problem is None and self.main:
                     self.log(rec)
-                    bar.set_postfix(loss_D=f"{rec.get('loss_D', 0):.3f}",
+                    bar.set_postfix(**({"step": self.step} if clock else {}),
+                                    loss_D=f"{rec.get('loss_D', 0):.3f}",
                                     loss_G=f"{rec.get('loss_G', 0):.3f}",
                                     img_s=f"{rec['images_per_s']:.0f}")
                     last = rec
@@ -581,8 +601,9 @@ class Trainer:
                 problem = self.interval()
             if problem is not None:
                 self.handle(problem)
-                bar.n = self.step
-                bar.refresh()
+                if not clock:
+                    bar.n = self.step
+                    bar.refresh()
         bar.close()
         if ran and not self.at_interval():
             problem = self.interval(final=True)  # stopped by the clock

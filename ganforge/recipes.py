@@ -1,0 +1,52 @@
+"""The recipe `ganforge train` uses when the user names no variant and no preset: chosen from
+the data (number of images, size, channels) and the device, printed in one line at the start
+and recorded in config.json (`recipe`).
+
+Each recipe is the best configuration measured for its kind of data (bench/bench_quality.py
+for Fashion-MNIST-like sets, bench/bench_smalldata.py for small colour sets; the figures are in
+docs/BENCHMARKS.md). A user's own `--set`, `--config` and flags still win over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ganforge.config import PRESETS
+
+# A data set this large no longer lets D memorise it within a typical run: augmentation costs
+# more than it gives (Karras et al. 2020 find it neutral to harmful at ~100k+ images; on
+# Fashion-MNIST's 60k it measured worse here).
+LARGE = 20_000
+
+# The length of a run when neither --steps nor --minutes is given, in generator steps.
+DEFAULT_STEPS = 20_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    why: str
+    overrides: dict[str, Any]
+
+    def line(self) -> str:
+        """The one line printed at the start of training."""
+        return f"recipe: {self.name} ({self.why})"
+
+
+def choose(n_images: int, size: int, channels: int, device: str) -> Recipe:
+    """The recipe for `n_images` images of `size` px with `channels` channels on `device`
+    (`cpu` or `cuda...`)."""
+    gpu = device.startswith("cuda")
+    what = f"{n_images:,} {'gray' if channels == 1 else 'colour'} images of {size} px"
+    if n_images >= LARGE:
+        preset = "gpu" if gpu else "fast"
+        overrides = {**{k: v for k, v in PRESETS[preset].items()
+                        if k not in ("log_every", "sample_every")}, "steps": DEFAULT_STEPS}
+        return Recipe(preset, f"{what}: enough that D cannot memorise them; the `{preset}` "
+                      f"preset, DCGAN with EMA, tuned for FID per minute", overrides)
+    return Recipe("small-data", f"{what}: few enough that D would memorise them; the "
+                  "FastGAN-style small-data GAN with differentiable augmentation "
+                  "(color,translation,cutout; adaptive probability) and EMA",
+                  dict(variant="small-data", augment="color,translation,cutout",
+                       augment_p="auto", ema=0.999, steps=DEFAULT_STEPS))

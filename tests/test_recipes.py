@@ -1,0 +1,64 @@
+"""The command with no variant or preset: a recipe chosen from the data, said and recorded;
+`--minutes` alone sets the length of a run; the run ends by telling the user what to do next."""
+
+import json
+
+from conftest import run_cli
+
+from ganforge.config import UNTIL_CLOCK, build_config
+from ganforge.recipes import choose
+
+TINY = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set",
+        "batch_size=16", "--set", "eval_n=0", "--set", "threads=1", "--no-progress"]
+
+
+def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
+    small = choose(775, 64, 3, "cpu")
+    assert small.overrides["variant"] == "small-data"
+    assert small.overrides["augment"] and small.overrides["ema"] > 0
+    large = choose(60_000, 28, 1, "cpu")
+    assert large.name == "fast" and not large.overrides.get("augment")
+    assert choose(60_000, 28, 1, "cuda:0").name == "gpu"
+    for r in (small, large):
+        build_config([r.overrides])  # every recipe is a valid config
+        assert r.line().startswith(f"recipe: {r.name} (") and "\n" not in r.line()
+
+
+def test_no_variant_picks_a_recipe_says_why_and_records_it(color_folder, tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", str(color_folder), "--size", "32", "--out", str(run),
+                "--steps", "2", "--set", "sample_every=2", *TINY)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()  # the data's prepare report, then the recipe, ...
+    first = next(x for x in lines if x.startswith("recipe:"))
+    assert lines.index(first) <= 1 and first.startswith("recipe: small-data (")
+    assert "96 colour images of 32 px" in first
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["variant"] == "small-data" and cfg["augment"] and first.endswith(
+        f"({cfg['recipe'].split(' (', 1)[1]}")
+    assert cfg["g_width"] == 8  # the user's --set still wins over the recipe
+    assert f"ganforge serve {run}" in r.stdout and f"ganforge sample {run}" in r.stdout
+    # naming a variant: no recipe
+    r = run_cli("train", "--data", str(color_folder), "--size", "32", "--variant", "dcgan",
+                "--out", str(tmp_path / "named"), "--steps", "1", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "recipe:" not in r.stdout
+    assert json.loads((tmp_path / "named" / "config.json").read_text())["recipe"] == ""
+
+
+def test_minutes_alone_trains_on_the_clock_not_to_the_step_default(fmnist_dir, tmp_path):
+    """--minutes without --steps: no step limit (the 1,000-step default would stop a long run
+    early) and a progress bar in seconds toward the clock."""
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", str(fmnist_dir), "--variant", "dcgan", "--out", str(run),
+                "--minutes", "0.05", *[a for a in TINY if a != "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["steps"] == UNTIL_CLOCK and cfg["minutes"] == 0.05
+    assert "/3 s [" in r.stderr  # the bar's total: 0.05 minutes = 3 seconds
+    # with --steps too, the steps are kept
+    r = run_cli("train", "--data", str(fmnist_dir), "--variant", "dcgan", "--out",
+                str(tmp_path / "both"), "--minutes", "5", "--steps", "3", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "both" / "config.json").read_text())["steps"] == 3
+    assert "trained to step 3" in r.stdout
