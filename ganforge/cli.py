@@ -72,6 +72,11 @@ def _add_common_data_args(p: argparse.ArgumentParser) -> None:
                    help="center-crop fraction before resizing (faces: 0.5)")
 
 
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ganforge.config import PRESETS, describe_options
     from ganforge.variants import REGISTRY
@@ -138,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", metavar="TEXT",
                    help="text-conditioned cgan (condition=text): describe the image, any "
                    "phrasing (needs ganforge[text])")
+    _add_device_arg(p)
 
     p = cmd("translate", "translate image files or folders with a pix2pix / CycleGAN model")
     p.add_argument("checkpoint", help="checkpoint file or run directory (uses its best)")
@@ -146,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", default="a2b", choices=("a2b", "b2a"),
                    help="a2b (default) or, for CycleGAN, b2a")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best, checkpoint")
-    p.add_argument("--device", default="cpu")
+    _add_device_arg(p)
 
     p = cmd("interpolate", "an animated walk between two latent points (GIF) or a grid")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--linear", action="store_true", help="straight line instead of slerp")
     p.add_argument("--out", required=True, help="a .gif (animation) or .png (grid) file")
+    _add_device_arg(p)
 
     p = cmd("evaluate", "FID / KID / IS / precision-recall of a generator (or two image sets)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory")
@@ -187,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="translation models: which direction to score")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cpu")
+    _add_device_arg(p)
     p.add_argument("--latest", action="store_true", help="the latest, not the best, checkpoint")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -197,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8666)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_device_arg(p)
     return parser
 
 
@@ -293,7 +300,8 @@ def _sample(args: argparse.Namespace) -> None:
 
     if not args.out and not args.grid:
         raise GanforgeError("give --out DIR (PNG files) and/or --grid FILE")
-    gen = load_generator(args.checkpoint, prefer="latest" if args.latest else "best")
+    gen = load_generator(args.checkpoint, device=args.device,
+                         prefer="latest" if args.latest else "best")
     images = write_samples(gen, args.n, args.out, seed=args.seed, truncation=args.truncation,
                            grid=args.grid, class_=args.class_, prompt=args.prompt)
     where = " and ".join(x for x in (args.out and f"{args.out}/", args.grid) if x)
@@ -332,7 +340,7 @@ def _interpolate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() not in (".gif", ".png"):
         raise GanforgeError(f"--out must end in .gif or .png, got {out.name}")
-    gen = load_generator(args.checkpoint)
+    gen = load_generator(args.checkpoint, device=args.device)
     frames = interpolation_frames(gen, *args.seeds, frames=args.frames,
                                   truncation=args.truncation, spherical=not args.linear)
     if out.suffix.lower() == ".gif":
@@ -363,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "train" and getattr(args, "device", None):
+            from ganforge.devices import pick_device
+
+            args.device = str(pick_device(args.device))  # `auto` -> cuda or cpu
         COMMANDS[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)

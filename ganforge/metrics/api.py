@@ -70,7 +70,7 @@ def _real_reference(
             ref.features = ex.extract(real, desc=f"real ({split})").features
         return ref
     feats = ex.extract(real, desc=f"real ({split})").features
-    mu, sigma = feature_stats(feats)
+    mu, sigma = feature_stats(feats, device=getattr(ex, "stats_device", None))
     return RefStats(mu, sigma, len(feats), feats)
 
 
@@ -135,12 +135,14 @@ def evaluate_images(
         ref = _real_reference(np.asarray(real_uint8), real_key, split, ex, cache_dir,
                               need_features=("kid" in wanted or "pr" in wanted))
         out.update(n_real=ref.n)
+    dev = getattr(ex, "stats_device", None)  # float64 statistics on the extractor's GPU
     for m in wanted:
         if m == "fid":
             out[metric_name("fid", n, split)] = fid_from_stats(
-                *feature_stats(fake.features), ref.mu, ref.sigma)
+                *feature_stats(fake.features, device=dev), ref.mu, ref.sigma, device=dev)
         elif m == "kid":
-            mean, std = kid(fake.features, ref.features, kid_subsets, kid_subset_size)
+            mean, std = kid(fake.features, ref.features, kid_subsets, kid_subset_size,
+                            device=dev)
             out[metric_name("kid", n, split)] = mean
             out[metric_name("kid", n, split) + "_std"] = std
         elif m == "is":
