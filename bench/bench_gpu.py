@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inception import _plain_loop  # noqa: E402
 from benchdoc import DOC, machine, write_section  # noqa: E402
 
 FACE80 = {"variant": "wgan-gp", "size": 80, "channels": 3, "batch_size": 64}
@@ -98,14 +99,16 @@ def plain_wgan_gp(cfg, images: torch.Tensor, device: torch.device, seconds: floa
     return n * cfg.n_critic * b / (time.perf_counter() - t0)
 
 
-def ganforge_step(layers: list[dict], run: Path, seconds: float, log_every: int) -> float:
+def ganforge_step(layers: list[dict], run: Path, seconds: float, log_every: int,
+                  steps: int = 0) -> float:
     """Real images/s that `ganforge train` logs (the first log interval, warm-up and any
-    compilation, dropped)."""
+    compilation, dropped), training for `seconds` (or `steps` G steps)."""
     from ganforge.config import build_config
     from ganforge.train import train
 
-    cfg = build_config(layers + [{"steps": 10**8, "minutes": seconds / 60,
-                                  "log_every": log_every, "sample_every": 10**7,
+    length = {"steps": steps, "minutes": 0.0} if steps else \
+        {"steps": 10**8, "minutes": seconds / 60}
+    cfg = build_config(layers + [{**length, "log_every": log_every, "sample_every": 10**7,
                                   "eval_n": 0, "tensorboard": False, "health": False}])
     train(cfg, run, progress=False)
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -139,8 +142,9 @@ def cmd_step(a: argparse.Namespace) -> None:
                 run = tmp / f"{name}-{r}".replace(" ", "_")
                 # compile: the first interval holds the compilation; give it time
                 secs = a.seconds + (45 if extra.get("compile") else 0)
-                results.setdefault(name, []).append(
-                    ganforge_step(layers + [extra], run, secs, 1 if a.dry_run else 20))
+                results.setdefault(name, []).append(  # dry run: 4 steps, whatever they take
+                    ganforge_step(layers + [extra], run, secs, 1 if a.dry_run else 20,
+                                  steps=4 if a.dry_run else 0))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in
                                                   results.items()), flush=True)
     plain = statistics.median(results["plain fp32 loop"])
@@ -152,40 +156,6 @@ def cmd_step(a: argparse.Namespace) -> None:
     Path(a.out).write_text(json.dumps(out, indent=2))
     for row in out["rows"]:
         print(f"{row['loop']:40s} {row['images_per_s']:10,.0f} img/s  x{row['vs_plain']:.2f}")
-
-
-def _plain_inception(device: torch.device, batch: int = 50):
-    """The no-tricks loop on the device: TorchScript, NCHW float32, grid_sample resize."""
-    import warnings
-
-    import torch.nn.functional as F
-
-    from ganforge.metrics.weights import verify_weights
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = torch.jit.load(str(verify_weights()), map_location=device).eval()
-
-    def run(images: np.ndarray) -> np.ndarray:
-        feats = []
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                x = torch.from_numpy(np.array(images[i:i + batch])).to(device)
-                x = x.permute(0, 3, 1, 2)
-                x = x.float()
-                x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-                n, c, h, w = x.shape
-                theta = torch.eye(2, 3, device=device)
-                theta[0, 2] += 1 / w - 1 / 299
-                theta[1, 2] += 1 / h - 1 / 299
-                grid = F.affine_grid(theta[None].repeat(n, 1, 1), [n, c, 299, 299],
-                                     align_corners=False)
-                x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
-                                  align_corners=False)
-                feats.append(net((x - 128) / 128).cpu().numpy())
-        return np.concatenate(feats)
-
-    return run
 
 
 def cmd_inception(a: argparse.Namespace) -> None:
@@ -200,8 +170,10 @@ def cmd_inception(a: argparse.Namespace) -> None:
     if images.ndim == 3:
         images = images[..., None]
     stats_dev = None if device.type == "cpu" else a.device
-    contestants = {"plain fp32 loop": _plain_inception(device)}
-    for dtype in ("float32", "tf32", "bfloat16"):
+    plain = _plain_loop(50, a.device)
+    contestants = {"plain fp32 loop": lambda x: plain(x)[0]}
+    # tf32 is float32 on a CPU: a dry run leaves it out
+    for dtype in ("float32", "bfloat16") if a.dry_run else ("float32", "tf32", "bfloat16"):
         ex = FeatureExtractor(a.device, dtype=dtype, progress=False)
         contestants[f"ganforge {dtype}"] = lambda x, ex=ex: ex.extract(x).features
     rows = []

@@ -45,8 +45,9 @@ def _images(n: int, offset: int = 0) -> np.ndarray:
     return fashion_mnist("test", offset + n)[offset:]
 
 
-def _plain_loop(batch: int):
-    """The no-tricks loop: TorchScript, NCHW float32, grid_sample resize, no_grad."""
+def _plain_loop(batch: int, device: str = "cpu"):
+    """The no-tricks loop: TorchScript, NCHW float32, grid_sample resize, no_grad (on a GPU:
+    PyTorch's defaults, so cuDNN's TF32 convolutions)."""
     import warnings
 
     import torch
@@ -56,24 +57,25 @@ def _plain_loop(batch: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        net = torch.jit.load(str(verify_weights())).eval()
+        net = torch.jit.load(str(verify_weights()), map_location=device).eval()
 
     def run(images: np.ndarray) -> tuple[np.ndarray, list[float]]:
         feats, times = [], []
         with torch.no_grad():
             for i in range(0, len(images), batch):
                 t0 = time.perf_counter()
-                x = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float()
+                x = torch.from_numpy(np.array(images[i:i + batch])).to(device)
+                x = x.permute(0, 3, 1, 2).float()
                 x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
                 n, c, h, w = x.shape
-                theta = torch.eye(2, 3)
+                theta = torch.eye(2, 3, device=device)
                 theta[0, 2] += 1 / w - 1 / 299
                 theta[1, 2] += 1 / h - 1 / 299
                 grid = F.affine_grid(theta[None].repeat(n, 1, 1), [n, c, 299, 299],
                                      align_corners=False)
                 x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                   align_corners=False)
-                feats.append(net((x - 128) / 128).numpy())
+                feats.append(net((x - 128) / 128).cpu().numpy())
                 times.append(time.perf_counter() - t0)
         return np.concatenate(feats), times
 

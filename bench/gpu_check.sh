@@ -131,7 +131,7 @@ sed -n '/^{/,/^}/p' "$RESULTS/evaluate.log" > "$RESULTS/eval.json"
 
 # 3. training step, 80x80 face tutorial architecture, ganforge vs a plain float32 loop
 if [[ $DRY == 1 ]]; then
-    step step 150 "$PY" bench/bench_gpu.py step --device cpu --seconds 10 --dry-run \
+    step step 150 "$PY" bench/bench_gpu.py step --device cpu --seconds 2 --dry-run \
         --out "$RESULTS/step.json"
 else
     step step 100 "$PY" bench/bench_gpu.py step --device cuda --seconds 8 \

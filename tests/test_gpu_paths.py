@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_health import nan_once, records
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganforge import checkpoint, losses
@@ -41,23 +42,7 @@ def assert_same_weights(a, b, prefixes=("G", "D")):
             assert torch.equal(sa[k], sb[k]), f"{prefix}.{k} differs"
 
 
-def records(run, kind):
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
 # -- defect 1: channels_last resume and rollback ---------------------------------------------
-
-
-def poison_weights_once(at_step):
-    fired = []
-
-    def hook(trainer):
-        if trainer.step == at_step and not fired:
-            fired.append(True)
-            with torch.no_grad():
-                next(trainer.G.parameters()).fill_(float("nan"))
-    return hook
 
 
 def test_channels_last_resume_and_rollback_are_bit_identical(fmnist_dir, tmp_path):
@@ -69,7 +54,7 @@ def test_channels_last_resume_and_rollback_are_bit_identical(fmnist_dir, tmp_pat
     train(cfg_for(fmnist_dir, steps=6, **kw), tmp_path / "split", progress=False)
     train(None, tmp_path / "split", resume=True, overrides={"steps": 12}, progress=False)
     train(cfg_for(fmnist_dir, steps=12, **kw), tmp_path / "rollback", progress=False,
-          fault_hook=poison_weights_once(7))
+          fault_hook=nan_once(7))
     (event,) = records(tmp_path / "rollback", "health")
     assert event["action"].startswith("rolled back to step 6")
     straight = final(tmp_path / "straight")
