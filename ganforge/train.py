@@ -165,6 +165,7 @@ class Trainer:
         self.nonfinite = torch.zeros((), device=device)
         self._one = torch.ones((), device=device)
         self.evaluator = None
+        self.clock_used = 0.0  # share of this session's --minutes spent (see tick_clock)
         self.memorization = None  # PixelMemorization of the training set, made when first used
         self.improved = False
         self.tb = TensorBoardLog(run_dir, enabled=False)  # opened by run()
@@ -233,11 +234,14 @@ class Trainer:
             _trim_log(self.run_dir / "metrics.jsonl", self.step)
 
     def lr_factor(self) -> float:
-        """Linear decay to 0 over the last `lr_decay` fraction of the steps (1 before it)."""
+        """Linear decay to 0 over the last `lr_decay` fraction of the run (1 before it): of the
+        steps, or of this session's clock when `minutes` ends the run first."""
         if not self.cfg.lr_decay:
             return 1.0
-        return min(1.0, max(0.0, (self.cfg.steps - self.step)
-                            / (self.cfg.lr_decay * self.cfg.steps)))
+        left = (self.cfg.steps - self.step) / self.cfg.steps
+        if self.cfg.minutes:
+            left = min(left, 1.0 - self.clock_used)
+        return min(1.0, max(0.0, left / self.cfg.lr_decay))
 
     def _set_lr(self) -> None:
         for opt, lr in ((self.opt_G, self.cfg.lr_g), (self.opt_D, self.cfg.lr_d)):
@@ -365,7 +369,7 @@ class Trainer:
                "time_s": round(t_now - self.t_start, 3),
                "images_per_s": round((sched["kimg"] - self.kimg_log) * 1000
                                      / max(t_now - self.t_log, 1e-9), 1),
-               "lr_scale": self.state["lr_scale"]}
+               "lr_scale": self.state["lr_scale"], "lr_g": self.opt_G.param_groups[0]["lr"]}
         stats = self.stats.pop()
         keys = sorted(stats)  # the same keys on every process: the same steps ran everywhere
         values = dist_.all_reduce_mean([stats[k] for k in keys], self.dist, self.device)
@@ -519,15 +523,15 @@ class Trainer:
         finally:
             self.tb.close()
 
-    def out_of_time(self, clock: float) -> bool:
-        """Has this session trained `clock` seconds? Under torchrun rank 0's clock decides, at
-        log steps only (one broadcast per log interval), so every process stops at the same
-        step."""
-        if not self.dist.enabled:
-            return time.monotonic() - self.t_start >= clock
-        if self.step % self.cfg.log_every:
-            return False
-        return dist_.broadcast_object(time.monotonic() - self.t_start >= clock, self.dist)
+    def tick_clock(self, clock: float) -> None:
+        """Update `clock_used`, the share of this session's `clock` seconds spent (what stops
+        the run and, with lr_decay, sets the learning rate): every step in one process; under
+        torchrun at log steps only, from rank 0's clock (one broadcast per log interval), so
+        every process stops at the same step with the same learning rates."""
+        if self.dist.enabled and self.step % self.cfg.log_every:
+            return
+        used = (time.monotonic() - self.t_start) / clock
+        self.clock_used = dist_.broadcast_object(used, self.dist) if self.dist.enabled else used
 
     def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
@@ -555,8 +559,10 @@ class Trainer:
                        disable=not self.progress, dynamic_ncols=True)
         ran = False
         while self.step < cfg.steps:
-            if clock and self.out_of_time(clock):
-                break
+            if clock:
+                self.tick_clock(clock)
+                if self.clock_used >= 1.0:
+                    break
             ran = True
             if cfg.lr_decay:
                 self._set_lr()

@@ -62,3 +62,16 @@ def test_minutes_alone_trains_on_the_clock_not_to_the_step_default(fmnist_dir, t
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "both" / "config.json").read_text())["steps"] == 3
     assert "trained to step 3" in r.stdout
+
+
+def test_lr_decay_follows_the_clock_when_minutes_end_the_run(fmnist_dir, tmp_path):
+    """With --minutes alone (steps unlimited) lr_decay=1 decays the learning rate over the
+    session's clock; by steps it would stay at its start for a billion steps."""
+    run = tmp_path / "run"
+    r = run_cli("train", "--data", str(fmnist_dir), "--variant", "dcgan", "--out", str(run),
+                "--minutes", "0.1", "--set", "lr_decay=1", "--set", "log_every=2", *TINY)
+    assert r.returncode == 0, r.stderr
+    lrs = [json.loads(x)["lr_g"] for x in (run / "metrics.jsonl").read_text().splitlines()
+           if '"train"' in x]
+    assert len(lrs) >= 3
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * 2e-4 < lrs[0]
