@@ -405,3 +405,21 @@ def test_sync_bn_and_compile_options(fmnist_dir, tmp_path, monkeypatch):
     compiled.clear()
     compile_nets(nets["G"], nets["D"], cfg_for(fmnist_dir, variant="wgan-gp"), progress=False)
     assert compiled == [nets["G"]]  # D eager: the gradient penalty's double backward
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_model(fmnist_dir, tmp_path):
+    """compile=true (torch.compile of G and D in place; 1-2 minutes of compiling on a CPU):
+    the same checkpoint keys and, up to float rounding, the same weights as eager; a compiled
+    run resumes without compile (the key may change on resume)."""
+    train(cfg_for(fmnist_dir, steps=6, compile=True), tmp_path / "compiled", progress=False)
+    train(cfg_for(fmnist_dir, steps=6), tmp_path / "eager", progress=False)
+    a, b = final(tmp_path / "compiled"), final(tmp_path / "eager")
+    for prefix in ("G", "D"):
+        sa, sb = a.module_state(prefix), b.module_state(prefix)
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
+    train(None, tmp_path / "compiled", resume=True, overrides={"steps": 8, "compile": False},
+          progress=False)
+    assert final(tmp_path / "compiled").step == 8
