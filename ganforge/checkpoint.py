@@ -176,15 +176,16 @@ def _read_header(path: Path, raw: bytes) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise GanforgeError(f"{bad} (unknown format {found!r})")
-    if "header_sha256" in meta and meta["header_sha256"] != _header_digest(meta):
-        raise GanforgeError(f"{path} failed its header check: the file was modified or "
-                            "damaged after it was written")
     shape = {"config": dict, "step": int, "state": dict, "optimizers": dict,
              "content_sha256": str}
     wrong = [k for k, kind in shape.items() if not isinstance(meta.get(k), kind)]
     if wrong or meta["step"] < 0:
         raise GanforgeError(f"{bad} (header field {(wrong or ['step'])[0]!r} is missing or "
                             "invalid)")
+    # a header without its hash is refused too: dropping it must not make an edit pass
+    if meta.get("header_sha256") != _header_digest(meta):
+        raise GanforgeError(f"{path} failed its header check: the file was modified or "
+                            "damaged after it was written")
     return meta
 
 

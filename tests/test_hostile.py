@@ -556,9 +556,22 @@ def test_hostile_checkpoints_are_refused_and_left_untouched(ck_run, tmp_path):
     assert not marker.exists()
 
 
-def test_checkpoint_header_is_covered_by_its_hash(ck_run):
-    ck = checkpoint.load_checkpoint(ck_run / "run" / "checkpoints" / "latest.safetensors")
+def test_a_header_without_its_hash_is_refused(ck_run, tmp_path):
+    """The header hash must be there: a file whose header was edited (the step set back,
+    the learning rate changed) and its hash dropped, tensors and content hash intact, is
+    refused like one whose hash does not match."""
+    from safetensors.torch import save as st_save
+
+    src = ck_run / "run" / "checkpoints" / "latest.safetensors"
+    ck = checkpoint.load_checkpoint(src)
     assert len(ck.meta["header_sha256"]) == 64 and ck.step == 3
+    meta = dict(ck.meta, step=1, config={**ck.config, "lr_g": 0.5})
+    for name, drop in (("no-hash", True), ("stale-hash", False)):
+        edited = {k: v for k, v in meta.items() if not (drop and k == "header_sha256")}
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(st_save(ck.tensors, metadata={"ganforge": json.dumps(edited)}))
+        with pytest.raises(GanforgeError, match="failed its header check"):
+            checkpoint.load_checkpoint(bad)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from ganforge import losses
 from ganforge.config import build_config
 from ganforge.variants import get_variant
+from ganforge.variants.base import adversarial_d
 
 
 def linear_critic(w: torch.Tensor):
@@ -50,14 +51,33 @@ def test_bce_hinge_wasserstein_closed_form():
     zero = torch.zeros(8)
     assert losses.bce_d(zero, zero).item() == pytest.approx(2 * math.log(2))
     assert losses.bce_g(zero).item() == pytest.approx(math.log(2))
-    # one-sided smoothing: target 0.9 on real logits of 0 still gives log 2 each
-    assert losses.bce_d(zero, zero, 0.9).item() == pytest.approx(2 * math.log(2))
     big = torch.full((8,), 20.0)
     assert losses.bce_d(big, -big).item() == pytest.approx(0.0, abs=1e-7)
     assert losses.hinge_d(torch.ones(4), -torch.ones(4)).item() == 0.0
     assert losses.hinge_d(torch.zeros(4), torch.zeros(4)).item() == 2.0
     assert losses.wasserstein_d(torch.full((4,), 3.0), torch.full((4,), 1.0)).item() == -2.0
     assert losses.wasserstein_g(torch.full((4,), 1.5)).item() == -1.5
+
+
+def test_one_sided_label_smoothing_closed_form():
+    """Real target t = 0.9: per real logit x, -(t log σ(x) + (1 - t) log(1 - σ(x))); fakes keep
+    the target 0 (one-sided). At logit 0 any target gives log 2, so the logits are not 0."""
+    def sig(v):
+        return 1 / (1 + math.exp(-v))
+
+    real, fake = torch.tensor([2.0, -1.0, 0.5, 4.0]), torch.tensor([-3.0, 1.0])
+    expected = (sum(-(0.9 * math.log(sig(x)) + 0.1 * math.log(1 - sig(x))) for x in real.tolist())
+                / 4 + sum(-math.log(1 - sig(y)) for y in fake.tolist()) / 2)
+    assert losses.bce_d(real, fake, 0.9).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.bce_d(real, fake).item() == pytest.approx(
+        sum(-math.log(sig(x)) for x in real.tolist()) / 4
+        + sum(-math.log(1 - sig(y)) for y in fake.tolist()) / 2, rel=1e-6)
+    # the MLP GAN's D loss is smoothed (0.9), DCGAN's is not
+    for variant, target in (("mlp", 0.9), ("dcgan", 1.0)):
+        cfg = build_config([{"variant": variant}])
+        assert cfg.real_label == target
+        assert adversarial_d(cfg, real, fake).item() == pytest.approx(
+            losses.bce_d(real, fake, target).item())
 
 
 def test_r1_penalty_of_linear_critic_is_squared_weight_norm():

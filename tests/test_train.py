@@ -1,6 +1,7 @@
 """The training loop on real data: exact resume, checkpoints, sampling, schedules."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from ganforge import checkpoint
 from ganforge.config import build_config
 from ganforge.errors import GanforgeError
-from ganforge.sample import load_generator, write_samples
+from ganforge.sample import interpolation_frames, load_generator, slerp, write_samples
 from ganforge.train import train
 
 TINY = {"g_width": 8, "d_width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5,
@@ -97,8 +98,62 @@ def test_sampling_is_deterministic_and_uses_ema(fmnist_dir, tmp_path):
     for i in range(6):
         assert (tmp_path / "a" / f"sample-{i:05d}.png").read_bytes() == \
             (tmp_path / "b" / f"sample-{i:05d}.png").read_bytes()
-    half = gen.generate(gen.latents(6, 3), truncation=0.5)
-    assert not np.array_equal(a, half)
+    # truncation psi is z <- psi * z: the images of psi * z, exactly
+    z = gen.latents(6, 3)
+    for psi in (0.5, 0.1):
+        half = gen.generate(z, truncation=psi)
+        np.testing.assert_array_equal(half, gen.generate(psi * z))
+        assert not np.array_equal(half, a)
+    # interpolation walks the great circle between the two latents (slerp), or a line
+    za, zb = gen.latents(1, 1)[0], gen.latents(1, 2)[0]
+    frames = interpolation_frames(gen, 1, 2, frames=5)
+    np.testing.assert_array_equal(frames, gen.generate(slerp(za, zb, torch.linspace(0, 1, 5))))
+    line = interpolation_frames(gen, 1, 2, frames=5, spherical=False)
+    np.testing.assert_array_equal(line[2], gen.generate(((za + zb) / 2)[None])[0])
+
+
+def test_slerp_closed_form():
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    a, b = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.0])  # a quarter circle of radius 2
+    angle = t * math.pi / 2
+    torch.testing.assert_close(slerp(a, b, t), 2 * torch.stack([angle.cos(), angle.sin()], 1))
+    # in 16-d: the ends are a and b, equal norms stay equal, the angle to a grows linearly
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    b = b / b.norm() * a.norm()
+    path = slerp(a, b, torch.linspace(0, 1, 9))
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    torch.testing.assert_close(path.norm(dim=1), a.norm().expand(9))
+    cos = (path @ a) / (path.norm(dim=1) * a.norm())
+    angles = torch.arccos(cos.clamp(-1, 1))
+    torch.testing.assert_close(angles, torch.linspace(0, 1, 9) * angles[-1], atol=1e-5, rtol=0)
+    # parallel latents: the straight line
+    torch.testing.assert_close(slerp(a, 3 * a, t), a + (2 * a) * t[:, None])
+
+
+def test_g_ema_is_the_exponential_average_of_g(fmnist_dir, tmp_path):
+    """After k G steps G_ema = d^k G_0 + (1 - d) sum_i d^(k-i) G_i (the closed form of
+    ema <- d ema + (1 - d) G), and its buffers (BatchNorm statistics) are G's."""
+    from ganforge.train import Trainer
+
+    d = 0.7
+    trainer = Trainer(cfg_for(fmnist_dir, variant="dcgan", ema=d), tmp_path / "run",
+                      progress=False)
+    snapshots = [{k: v.clone() for k, v in trainer.G.named_parameters()}]  # G_0 = G_ema at 0
+    for _ in range(4):
+        trainer.d_step(trainer.real_batch())
+        trainer.g_step()
+        snapshots.append({k: v.detach().clone() for k, v in trainer.G.named_parameters()})
+    k = len(snapshots) - 1
+    ema = dict(trainer.G_ema.named_parameters())
+    for name in ema:
+        expected = d ** k * snapshots[0][name] + sum(
+            (1 - d) * d ** (k - i) * snapshots[i][name] for i in range(1, k + 1))
+        assert not torch.equal(snapshots[k][name], snapshots[0][name])  # G did move
+        torch.testing.assert_close(ema[name], expected, rtol=1e-5, atol=1e-7)
+    for (name, b_ema), b in zip(trainer.G_ema.named_buffers(), trainer.G.buffers(), strict=True):
+        assert torch.equal(b_ema, b), name
 
 
 def test_second_run_into_same_dir_and_resume_without_run(fmnist_dir, tmp_path):
@@ -112,6 +167,96 @@ def test_second_run_into_same_dir_and_resume_without_run(fmnist_dir, tmp_path):
     assert (run / "checkpoints" / "latest.safetensors").read_bytes() == before
     with pytest.raises(GanforgeError, match="nothing to resume"):
         train(None, tmp_path / "empty", resume=True, progress=False)
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "train.lock"}
+
+
+def test_resume_refuses_other_data_and_other_classes(fmnist_dir, tmp_path):
+    """--resume with --data pointing elsewhere: images of the same size but other content
+    (content hash), or the same images filed under other class names, are refused and the
+    run is left as it was."""
+    from PIL import Image
+
+    from ganforge import data
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=2), run, progress=False)
+    other = data.prepare("fashion-mnist:test", tmp_path / "other", limit=300, progress=False)
+    assert (other.size, other.channels, len(other)) == (28, 1, 300)
+    before = _tree(run)
+    with pytest.raises(GanforgeError, match="is not the data this run was trained on"):
+        train(None, run, resume=True, overrides={"data": str(other.path), "steps": 4},
+              progress=False)
+    assert _tree(run) == before
+
+    images = data.load_dataset(fmnist_dir).images
+    for names, where in ((("bag", "shoe"), "labelled"), (("bags", "shoes"), "renamed")):
+        for k, name in enumerate(names):
+            (tmp_path / where / name).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(images[2 * i + k, :, :, 0]).save(
+                    tmp_path / where / name / f"{i}.png")
+    cond = {"variant": "cgan", "g_width": 8, "d_width": 8, "z_dim": 16, "batch_size": 4,
+            "log_every": 1, "sample_every": 2, "grid_size": 4, "size": 28, "steps": 2}
+    run = tmp_path / "cgan"
+    train(build_config([{**cond, "data": str(tmp_path / "labelled")}]), run, progress=False)
+    before = _tree(run)
+    # the same pixels in the same order (so the same content hash), other class names
+    with pytest.raises(GanforgeError, match=r"has classes \['bags', 'shoes'\] but the run was "
+                       r"trained on \['bag', 'shoe'\]"):
+        train(None, run, resume=True, overrides={"data": str(tmp_path / "renamed"), "steps": 4},
+              progress=False)
+    assert _tree(run) == before
+
+
+def test_a_second_training_process_on_a_run_is_refused(fmnist_dir, tmp_path):
+    """While one process trains a run (it holds the run lock), a second `train --resume` on
+    it is refused and changes nothing."""
+    from conftest import run_cli
+
+    from ganforge.train_utils import RunLock
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=2), run, progress=False)
+    before = _tree(run)
+    lock = RunLock(run)  # what the first training process holds
+    try:
+        r = run_cli("train", "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    finally:
+        lock.release()
+    assert r.returncode == 2 and f"{run} is in use by another training process" in r.stderr
+    assert _tree(run) == before
+    r = run_cli("train", "--out", str(run), "--resume", "--steps", "3", "--no-progress")
+    assert r.returncode == 0 and "trained to step 3" in r.stdout  # once it is released
+
+
+def test_running_out_of_rollbacks_stops_the_run(fmnist_dir, tmp_path):
+    """max_rollbacks=1: the first NaN is rolled back, the second stops the run with the last
+    good checkpoint kept."""
+    from ganforge.train import TrainingStopped
+
+    fired = set()
+
+    def nan_at_3_and_7(trainer):
+        if trainer.step in (3, 7) and trainer.step not in fired:
+            fired.add(trainer.step)
+            with torch.no_grad():
+                next(trainer.G.parameters()).fill_(float("nan"))
+
+    run = tmp_path / "run"
+    cfg = cfg_for(fmnist_dir, variant="dcgan", steps=12, log_every=2, sample_every=2,
+                  max_rollbacks=1)
+    with pytest.raises(TrainingStopped, match="stopped after 1 rollbacks: non-finite at step 8"):
+        train(cfg, run, progress=False, fault_hook=nan_at_3_and_7)
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["action"]) for r in log if r["kind"] == "health"] == [
+        (4, "rolled back to step 2, learning rates x0.5"), (8, "stop")]
+    ckpt = checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert ckpt.step == 6 and ckpt.meta["state"]["rollbacks"] == 1
+    assert all(torch.isfinite(t).all() for k, t in ckpt.tensors.items() if k.startswith("G."))
 
 
 def test_minutes_limit_stops_and_checkpoints(fmnist_dir, tmp_path):
