@@ -1,11 +1,12 @@
-"""kill -9 at random moments, resume, repeat: nothing is lost, and the result is bit-identical
+"""kill -9 at many moments, resume, repeat: nothing is lost, and the result is bit-identical
 to a run that was never interrupted.
 
-The training process is the real CLI (`python -m ganforge train`). Half of the kills are aimed
-at a checkpoint write: the test watches `checkpoints/` and sends SIGKILL the moment a temp file
-appears there, so the process dies after writing some or all of the new checkpoint but before
-(or while) renaming it over the old one. The others land a random (seeded) time after the run
-has made progress: in a training step, a log append, a sample grid or a plot.
+The training process is the real CLI, started through tests/kill_at.py, which has it send
+itself SIGKILL at a moment counted in events rather than timed, so every kill lands where it
+was aimed whatever the speed (or load) of the machine: half-way through writing a checkpoint,
+after writing it but before renaming it over the old one, after the rename but before the
+directory sync, half-way through a log line, a sample grid or a plot, or between two training
+steps. Which moment, and the how-many-th of its kind, is drawn from a seeded generator.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,13 +26,19 @@ from ganforge import checkpoint
 TARGET = 32
 FIXED = ["--set", "g_width=8", "--set", "d_width=8", "--set", "batch_size=16",
          "--set", "sample_every=4", "--set", "log_every=1", "--set", "threads=1"]
-CYCLES = 6  # kill-and-resume cycles before the last, uninterrupted resume
+KILL_AT = Path(__file__).with_name("kill_at.py")
+# One kill per cycle, each moment once (in a seeded order), then the last resume runs through.
+MOMENTS = ["checkpoints-partial", "checkpoints-unrenamed", "checkpoints-renamed", "log",
+           "samples-partial", "plots-partial", "step"]
+PLOTS_PER_INTERVAL = 5  # losses, accuracy, scores, grad_norms, speed
 
 
-def _start(run: Path, data: Path) -> subprocess.Popen:
+def _start(run: Path, data: Path, kill: tuple[str, int] | None = None) -> subprocess.Popen:
     """`train --resume` once the run has a checkpoint, else a fresh `train` (a kill before the
-    step-0 checkpoint leaves nothing to resume)."""
-    cmd = [sys.executable, "-m", "ganforge", "train", "--out", str(run), "--no-progress"]
+    step-0 checkpoint leaves nothing to resume); with `kill`, through tests/kill_at.py."""
+    cmd = [sys.executable, *([str(KILL_AT), kill[0], str(kill[1])] if kill else
+                             ["-m", "ganforge", "train"])]
+    cmd += ["--out", str(run), "--no-progress"]
     if (run / "checkpoints" / "latest.safetensors").exists():
         cmd.append("--resume")
     else:
@@ -45,71 +51,35 @@ def _temp_files(run: Path) -> list[Path]:
     return list(run.rglob("*.tmp"))
 
 
-def _log_stamp(run: Path) -> tuple[int, int]:
-    try:
-        st = (run / "metrics.jsonl").stat()
-    except FileNotFoundError:
-        return 0, 0
-    return st.st_size, st.st_mtime_ns
-
-
-def _kill_in_checkpoint_write(p: subprocess.Popen, run: Path, nth: int, delay: float) -> bool:
-    """SIGKILL `delay` s after the nth checkpoint write of this process begins."""
-    ckpt_dir, seen, stale = run / "checkpoints", 0, set()
-    if ckpt_dir.exists():  # a killed predecessor's leftover is not this process writing
-        stale = {n for n in os.listdir(ckpt_dir) if n.endswith(".tmp")}
-    while p.poll() is None:
-        names = set(os.listdir(ckpt_dir)) if ckpt_dir.exists() else set()
-        if any(n.endswith(".tmp") for n in names - stale):
-            seen += 1
-            if seen == nth:
-                time.sleep(delay)
-                p.send_signal(signal.SIGKILL)
-                return True
-            while p.poll() is None and any(
-                    n.endswith(".tmp") for n in set(os.listdir(ckpt_dir)) - stale):
-                time.sleep(0.0005)
-        time.sleep(0.0005)
-    return False
-
-
-def _kill_after_progress(p: subprocess.Popen, run: Path, delay: float) -> bool:
-    """SIGKILL `delay` s after the process has first written to the training log."""
-    start = _log_stamp(run)
-    while p.poll() is None and _log_stamp(run) == start:
-        time.sleep(0.005)
-    time.sleep(delay)
-    if p.poll() is not None:
-        return False
-    p.send_signal(signal.SIGKILL)
-    return True
+def _events_left(run: Path, moment: str) -> int:
+    """How many events of this kind the next process will go through (so the Nth is reached)."""
+    latest = run / "checkpoints" / "latest.safetensors"
+    fresh = not latest.exists()
+    step = 0 if fresh else checkpoint.load_checkpoint(latest).step
+    intervals = (TARGET - step) // 4
+    return {"checkpoints": intervals + fresh, "samples": intervals,
+            "plots": PLOTS_PER_INTERVAL * intervals, "log": TARGET - step,
+            "step": TARGET - step}[moment.split("-")[0]]
 
 
 def test_kill_9_at_random_moments_loses_nothing(fmnist_dir, tmp_path):
-    t0 = time.monotonic()
     straight_dir = tmp_path / "straight"
     # The uninterrupted reference runs alongside the kill cycles (one thread each).
     straight = _start(straight_dir, fmnist_dir)
     run = tmp_path / "run"
     rng = random.Random(20240605)
-    kills, in_write, errors = 0, 0, []
-    for cycle in range(CYCLES):
+    moments = rng.sample(MOMENTS, len(MOMENTS))
+    kills, in_write = 0, 0
+    for moment in moments:
         before = set(_temp_files(run))
-        p = _start(run, fmnist_dir)
-        if cycle % 2 == 0:  # the first time: the step-0 checkpoint or the next one
-            killed = _kill_in_checkpoint_write(p, run, nth=rng.randint(1, 2) if cycle == 0
-                                               else 1, delay=rng.uniform(0, 0.003))
-        else:
-            killed = _kill_after_progress(p, run, delay=rng.uniform(0.0, 0.4))
-        _out, err = p.communicate()
-        if not killed:
-            errors.append(err)
-            break
-        assert p.returncode == -signal.SIGKILL
+        nth = rng.randint(1, min(2 if moment.startswith("checkpoints") else 4,
+                                 _events_left(run, moment)))
+        p = _start(run, fmnist_dir, (moment, nth))
+        _out, err = p.communicate(timeout=300)
+        assert p.returncode == -signal.SIGKILL, (moment, nth, err[-2000:])
         kills += 1
         # the kill fell inside a checkpoint write when it left a temp file there
         in_write += any(t.parent.name == "checkpoints" for t in set(_temp_files(run)) - before)
-    assert not errors, errors  # every process lived until its kill
     # the lock of a killed process is gone: the last resume is not refused
     last = _start(run, fmnist_dir)
     out, err = last.communicate(timeout=300)
@@ -118,7 +88,7 @@ def test_kill_9_at_random_moments_loses_nothing(fmnist_dir, tmp_path):
     out, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err
 
-    assert kills >= 5 and in_write >= 2, (kills, in_write)
+    assert kills == len(MOMENTS) and in_write == 2, (kills, in_write)
     final = checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors")  # verifies
     assert final.step == TARGET
     assert _temp_files(run) == []
@@ -140,5 +110,4 @@ def test_kill_9_at_random_moments_loses_nothing(fmnist_dir, tmp_path):
     ref_losses = [json.loads(x)["loss_G"] for x in
                   (straight_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss_G"] for r in records] == ref_losses
-    print(f"{kills} kills ({in_write} inside a checkpoint write), "
-          f"{time.monotonic() - t0:.1f} s")
+    print(f"{kills} kills ({in_write} inside a checkpoint write): {', '.join(moments)}")

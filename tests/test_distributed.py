@@ -5,25 +5,29 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ganforge import checkpoint, data, data_cond
 
+FROZEN_NORM = Path(__file__).with_name("frozen_norm_train.py")
 COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
           "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=2",
           "--set", "grid_size=8", "--no-progress",
           "--device", "cpu"]  # gloo on CPUs, also on a machine with a GPU (one GPU: no NCCL pair)
 
 
-def launch(nproc, data_dir, out, *args):
-    """`torchrun --nproc_per_node N -m ganforge train ...` (or plain python for N = 1)."""
+def launch(nproc, data_dir, out, *args, frozen_norm=False):
+    """`torchrun --nproc_per_node N -m ganforge train ...` (or plain python for N = 1);
+    frozen_norm: through tests/frozen_norm_train.py (samples independent within a batch)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    cmd += ["-m", "ganforge", "train", "--data", str(data_dir), "--out", str(out), *COMMON,
-            *args]
+    cmd += [str(FROZEN_NORM)] if frozen_norm else ["-m", "ganforge", "train"]
+    cmd += ["--data", str(data_dir), "--out", str(out), *COMMON, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-12000:]
     return r
@@ -107,16 +111,56 @@ def digests_agree(run):
     return ck
 
 
-def test_cgan_and_pix2pix_ranks_stay_identical(fmnist_dir, small_sets, tmp_path):
-    # cgan: labelled Fashion-MNIST (the fixture keeps the labels); each process draws its slice
-    # of the global labels too. pix2pix: G's dropout differs per process, the averaged
-    # gradients do not.
-    launch(2, fmnist_dir, tmp_path / "cgan", "--variant", "cgan", "--steps", "2")
-    assert digests_agree(tmp_path / "cgan").meta["state"]["classes"] == \
-        data.FASHION_MNIST_CLASSES
-    launch(2, small_sets / "edges", tmp_path / "p2p", "--variant", "pix2pix", "--steps", "2",
-           "--set", "g_width=4", "--set", "d_width=4")
-    assert digests_agree(tmp_path / "p2p").step == 2
+def train_log(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("variant", ["cgan", "pix2pix", "cyclegan"])
+def test_two_processes_train_as_one_for_labels_pairs_and_two_domains(
+        variant, fmnist_dir, small_sets, tmp_path):
+    """1 process vs 2 (gloo, --device cpu) at the same global batch: the same logged losses
+    and weights, so each process took its own slice of the same images *and* of their
+    labels (cgan), of their pairs (pix2pix) and of both domains (cyclegan). Batch norms use
+    running statistics and dropout is off here (tests/frozen_norm_train.py): in real runs they
+    depend on the per-process batch by design."""
+    source, args = {
+        # labelled Fashion-MNIST (the fixture keeps the labels). The mode-seeking term is a
+        # ratio of batch means, per process like BatchNorm's statistics: off here
+        "cgan": (fmnist_dir, ["--set", "mode_seeking=0"]),
+        "pix2pix": (small_sets / "edges", ["--set", "g_width=4", "--set", "d_width=4"]),
+        "cyclegan": (small_sets / "a", ["--data-b", str(fmnist_dir), "--size", "28",
+                                        "--set", "g_width=4", "--set", "d_width=4",
+                                        "--set", "res_blocks=1", "--set", "pool_size=0",
+                                        "--set", "lr_decay=0"]),
+    }[variant]
+    args = ["--variant", variant, "--steps", "4", "--device", "cpu", "--set", "eval_n=0",
+            "--set", "log_every=1", "--set", "sample_every=4", *args]
+    launch(2, source, tmp_path / "two", *args, frozen_norm=True)
+    launch(1, source, tmp_path / "one", *args, frozen_norm=True)
+    two, one = digests_agree(tmp_path / "two"), state(tmp_path / "one")
+    assert two.meta["state"]["world"] == 2 and one.meta["state"]["world"] == 1
+    log2, log1 = train_log(tmp_path / "two"), train_log(tmp_path / "one")
+    assert [r["step"] for r in log2] == [r["step"] for r in log1] == [1, 2, 3, 4]
+    for r2, r1 in zip(log2, log1, strict=True):
+        for key in ("loss_D", "loss_G", "l1", "cycle"):
+            if key in r1:
+                assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
+    if variant == "cyclegan":
+        # its convolutions' biases before an InstanceNorm have no effect: their gradient is 0
+        # up to rounding, which Adam turns into steps of ±lr; so compare what G computes
+        from ganforge.sample import load_generator
+
+        images = {"a2b": data.load_dataset(small_sets / "a").images[:8],
+                  "b2a": data.load_dataset(fmnist_dir).images[:8]}
+        g2, g1 = (load_generator(tmp_path / r, prefer="latest") for r in ("two", "one"))
+        for direction, x in images.items():
+            out2, out1 = (g.translate(np.asarray(x), direction).astype(int) for g in (g2, g1))
+            assert np.abs(out2 - out1).max() <= 1, direction
+        return
+    for prefix in ("G", "D"):
+        for k, t in one.module_state(prefix).items():
+            torch.testing.assert_close(two.module_state(prefix)[k], t, rtol=1e-4, atol=1e-6)
 
 
 def test_cyclegan_pools_per_process_and_resume_under_ddp(fmnist_dir, small_sets, tmp_path):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_serve import make_run, one_torch_thread, serving  # the sibling module's helpers
+from test_serve import best_eval, make_run, one_torch_thread, serving  # sibling's helpers
 
 from ganforge import io
 from ganforge.serve import create_app
@@ -167,14 +167,16 @@ def test_run_view_draws_curves_and_grids_and_follows_training(page, run_dir):
         assert all(d.count("L") >= 1 for d in paths)  # lines through several points
         assert page.locator(".chart line.best").count() == 4  # best step marked on each
         assert page.locator(".chart line.event").count() == 4  # and the health event
-        assert "step 15: d_wins" in page.inner_text("#events")
-        assert "best fid500_train 180.50 at step 10" in page.inner_text("#run-status")
+        assert "step 15: non-finite" in page.inner_text("#events")  # the monitor's event
+        best = best_eval(run_dir)
+        assert (f"best fid8_train {best['fid8_train']:.2f} at step {best['step']}"
+                in page.inner_text("#run-status"))
         assert "training" in page.inner_text("#run-status")
         page.wait_for_function("() => document.getElementById('run-grid').naturalWidth > 0")
         assert page.get_attribute("#run-grid", "src") == "/api/run/grid/20"
         page.click("#grid-best")
         page.wait_for_function("() => document.getElementById('run-grid').naturalWidth > 0")
-        assert page.get_attribute("#run-grid", "src") == "/api/run/grid/10"
+        assert page.get_attribute("#run-grid", "src") == f"/api/run/grid/{best['step']}"
         assert "best" in page.inner_text("#grid-label")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "serve-run.png"), full_page=True)
