@@ -249,6 +249,34 @@ def test_inception_score_closed_form():
     assert inception_score(np.zeros((100, 10)))[0] == pytest.approx(1.0)
 
 
+def test_classifier_score_closed_form():
+    """cs: exp(E KL(p(y|x) || p(y))) over 10 consecutive splits, from the logits of the
+    classifier it is given, and no Inception network: confident predictions of 4 classes in
+    turn score 4; a first half of class 0 and a second half of class 1 score 1 in every split
+    (2 if the splits were ignored); uncertain predictions score 1."""
+    images = np.zeros((40, 8, 8, 1), np.uint8)
+    images[:, 0, 0, 0] = np.arange(40)  # the image says which row of logits is its own
+
+    def confident(classes):
+        def classify(x):
+            out = np.full((len(x), 10), -30.0)
+            out[np.arange(len(x)), classes[x[:, 0, 0, 0]]] = 30.0
+            return out
+        return classify
+
+    def score(classify):
+        res = evaluate_images(images, metrics=("cs",), classifier=classify, split="test",
+                              batch_size=7)
+        return res["cs40_test"], res
+    value, res = score(confident(np.arange(40) % 4))
+    assert value == pytest.approx(4.0, rel=1e-6) and res["n_fake"] == 40
+    assert res["cs40_test_std"] < 1e-6 and "fid40_test" not in res
+    assert score(confident((np.arange(40) >= 20).astype(int)))[0] == pytest.approx(1.0)
+    assert score(lambda x: np.zeros((len(x), 10)))[0] == pytest.approx(1.0)
+    with pytest.raises(GanforgeError, match="needs a classifier"):
+        evaluate_images(images, metrics=("cs",))
+
+
 def test_precision_recall_extremes():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(200, 8))
