@@ -119,7 +119,8 @@ def evaluate_generator(ckpt: str, *, ref: str | None = None, n: int = 5000, n_re
     ds = data.resolve(source, size=gen.size, channels=gen.channels, progress=progress)
     name = set_name(source, ds, training_data=ref is None)
     real, real_key = reference_subset(ds, min(n_real or MAX_REAL, MAX_REAL, len(ds)))
-    needs_inception = any(m.strip().lower() != "cs" for m in metrics)
+    metrics = tuple(m.strip().lower() for m in metrics)
+    needs_inception = any(m != "cs" for m in metrics)
     extractor = (FeatureExtractor(device=device, batch_size=batch_size, progress=progress,
                                   classifier=inception_classifier)
                  if needs_inception or nearest else None)
@@ -165,6 +166,7 @@ def evaluate_folders(real: str, fake: str, *, metrics: tuple[str, ...] = ("fid",
     real_set = load_image_set(real, size, progress)
     fake_set = load_image_set(fake, size, progress)
     clf = None
+    metrics = tuple(m.strip().lower() for m in metrics)
     if "cs" in metrics:
         model, ds = _classifier_for(real, real_set.images.shape[1], real_set.images.shape[3],
                                     progress)
@@ -174,7 +176,7 @@ def evaluate_folders(real: str, fake: str, *, metrics: tuple[str, ...] = ("fid",
                                 f"{fake_set.resolution} images with {fake_set.images.shape[3]} "
                                 "channel(s); give --size to score both at one size")
         clf = (model, ds)
-    if extractor is None and any(m.strip().lower() != "cs" for m in metrics):
+    if extractor is None and any(m != "cs" for m in metrics):
         extractor = FeatureExtractor(device=device, batch_size=batch_size, progress=progress,
                                      classifier=inception_classifier)
     results = evaluate_images(fake_set.images, real_set.images, metrics=metrics,
