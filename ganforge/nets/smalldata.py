@@ -5,11 +5,12 @@ G: z -> 4x4 -> upsampling blocks (4x4 stride-2 transposed conv, BatchNorm, GLU) 
 -> tanh, with skip-layer excitation: a low-resolution feature map, pooled to 4x4, gates the
 channels of one 8-16x higher in resolution (a cheap long skip path between resolutions).
 
-D: downsampling blocks to 8x8 and a patch of logits, plus two small decoders that reconstruct
-the whole image at low resolution from D's 8x8 features and one quadrant of it from the
-matching quadrant of D's 16x16 features. Trained on real images only, they make D keep
-features that describe the image instead of memorising the few it sees (the paper's
-self-supervised D). D returns reconstructions and their targets; the loss is the variant's.
+D: spectral-normalised stride-2 conv blocks to 8x8 and a 5x5 patch of logits, plus two small
+decoders (up blocks as in G) that reconstruct the whole image at low resolution from D's 8x8
+features and one quadrant of it from the matching quadrant of D's 16x16 features. Trained on
+real images only, they make D keep features that describe the image instead of memorising
+the few it sees (the paper's self-supervised D). D returns reconstructions and their
+targets; the loss is the variant's.
 
 Channels per resolution follow the paper's table (ngf x {4: 16, 8: 8, 16: 4, 32: 2, 64: 2,
 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}), scaled so the output resolution has `width`.
@@ -50,7 +51,9 @@ def up_block(c_in: int, c_out: int) -> nn.Sequential:
     """Doubles the resolution: 4x4 stride-2 transposed conv to 2*c_out, BatchNorm, GLU (halves
     to c_out). The paper's x2 nearest upsampling + 3x3 conv is the special case of this conv
     whose four 2x2 sub-pixel kernels are sums of one 3x3 kernel; the transposed conv computes
-    the same 2x2 footprint with 4/9 of the multiply-adds (1.5x faster G step on a CPU)."""
+    the same 2x2 footprint with 4/9 of the multiply-adds: a 1.5x faster G step on a CPU, and
+    on the Pokémon sprites in 10 CPU minutes 750 steps to clearer shapes where the paper's
+    block reached 500."""
     return nn.Sequential(nn.ConvTranspose2d(c_in, 2 * c_out, 4, 2, 1, bias=False),
                          nn.BatchNorm2d(2 * c_out), nn.GLU(dim=1))
 
@@ -113,24 +116,13 @@ class SmallDataGenerator(nn.Module):
         return x
 
 
-class DownBlock(nn.Module):
-    """Halves the resolution: the paper's two branches, (4x4 stride-2 conv, norm, LeakyReLU,
-    3x3 conv, norm, LeakyReLU) and (2x2 average pool, 1x1 conv, norm, LeakyReLU), averaged."""
-
-    def __init__(self, c_in: int, c_out: int, size_out: int, norm: str, spectral: bool):
-        super().__init__()
-
-        def conv(ci: int, co: int, k: int, s: int, p: int) -> nn.Module:
-            return maybe_sn(nn.Conv2d(ci, co, k, s, p, bias=norm != "batch"), spectral)
-
-        self.main = nn.Sequential(conv(c_in, c_out, 4, 2, 1), norm2d(norm, c_out, size_out),
-                                  nn.LeakyReLU(0.2), conv(c_out, c_out, 3, 1, 1),
-                                  norm2d(norm, c_out, size_out), nn.LeakyReLU(0.2))
-        self.direct = nn.Sequential(nn.AvgPool2d(2), conv(c_in, c_out, 1, 1, 0),
-                                    norm2d(norm, c_out, size_out), nn.LeakyReLU(0.2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.main(x) + self.direct(x))
+def down_block(c_in: int, c_out: int, size_out: int, norm: str, spectral: bool) -> nn.Sequential:
+    """Halves the resolution: 4x4 stride-2 conv, norm, LeakyReLU 0.2. The paper's two-branch
+    block (this plus a 3x3 conv, averaged with a 2x2-pool + 1x1-conv branch) doubles D's
+    cost; on the Pokémon sprites at 64 px in 10 CPU minutes it gave FID 210 (1,310 steps)
+    where this block gave 196 (1,967 steps)."""
+    return nn.Sequential(maybe_sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"), spectral),
+                         norm2d(norm, c_out, size_out), nn.LeakyReLU(0.2))
 
 
 class Decoder(nn.Module):
@@ -181,8 +173,8 @@ class SmallDataDiscriminator(nn.Module):
         # no full-resolution stem (the paper has a stride-1 conv at 256 px and above): on a
         # CPU at 64 px it costs as much as the rest of D; the first block reads the image
         self.downs = nn.ModuleDict({
-            str(r): DownBlock(channels if 2 * r == self.native else ch[2 * r], ch[r], r, norm,
-                              spectral)
+            str(r): down_block(channels if 2 * r == self.native else ch[2 * r], ch[r], r, norm,
+                               spectral)
             for r in sorted(ch, reverse=True) if 8 <= r < self.native})
         self.head = nn.Sequential(maybe_sn(nn.Conv2d(ch[8], ch[8], 1), spectral),
                                   norm2d(norm, ch[8], 8), nn.LeakyReLU(0.2),
