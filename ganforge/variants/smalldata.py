@@ -22,6 +22,10 @@ class SmallData(Variant):
     name = "small-data"
     description = ("FastGAN-style small-data GAN: skip-layer excitation G, D with reconstruction "
                    "decoders (L1 pixel loss on real images), hinge, Adam 2e-4 (0.5, 0.999)")
+    # recon_weight 1 is the paper's. Measured on the Pokémon sprites (64 px, 10 CPU minutes,
+    # batch 16, lr 1e-3, bf16, one run each): fid1k 196 with it, 168 without (2,373 steps
+    # instead of 1,967) - at that length D does not yet overfit, so the regulariser is cost
+    # only; it is meant for long runs, where D memorises a few hundred images.
     defaults = dict(loss="hinge", d_norm="batch", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
                     beta1=0.5, beta2=0.999, n_critic=1, g_width=32, d_width=32,
                     recon_weight=1.0)
