@@ -59,7 +59,7 @@ def test_end_to_end_colour_folder(color_folder, tmp_path):
 
 def test_preset_fast_trains_as_the_readme_says(fmnist_dir, tmp_path):
     """`--preset fast` (what `make demo` and the README headline run), for a few steps on a few
-    hundred images: its recipe is the one used, and the run samples and resumes."""
+    hundred images: its recipe is the one used, and the run samples."""
     import json
 
     from ganforge.config import PRESETS
@@ -77,9 +77,6 @@ def test_preset_fast_trains_as_the_readme_says(fmnist_dir, tmp_path):
     assert [x["step"] for x in log] == [3] and np.isfinite(log[0]["loss_D"])
     r = run_cli("sample", "run", "--n", "4", "--grid", "g.png", cwd=tmp_path)
     assert r.returncode == 0 and "(step 3)" in r.stdout, r.stderr
-    r = run_cli("train", "--out", "run", "--resume", "--steps", "4", "--no-progress",
-                cwd=tmp_path)
-    assert r.returncode == 0 and "trained to step 4" in r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import numpy as np
@@ -54,11 +55,28 @@ def one_torch_thread() -> Iterator[None]:
 _PRISTINE: list[Path] = []  # the run trained once per session; each module gets a copy
 
 
+class PixelFeatures:
+    """Stands in for the Inception network in the run's quick evaluations: 64 pixel values as
+    the features, so the trainer writes its eval records in milliseconds (a 2048-d FID takes
+    seconds; the network and the figures have tests of their own)."""
+
+    dtype, batch_size, stats_device, device = "pixels", 50, None, "cpu"
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def extract(self, images, n=None, desc=""):
+        from ganforge.metrics.extract import Features, iter_batches
+
+        x = np.concatenate([np.asarray(b) for b in iter_batches(images, 50, n)])
+        return Features(x.reshape(len(x), -1)[:, ::12][:, :64].astype(np.float32))
+
+
 def make_run(data_dir: Path, run_dir: Path) -> Path:
     """A 20-step DCGAN run on real images whose log the trainer itself wrote: a quick FID/KID
-    of 8 images at steps 10 and 20, and a health event: G's weights turned NaN after step 13,
-    the monitor sees it at step 15 and rolls back to step 10. Trained once per session (into
-    a sibling directory), copied for every module that asks."""
+    of 8 images at steps 10 and 20 (on PixelFeatures), and a health event: G's weights turned
+    NaN after step 13, the monitor sees it at step 15 and rolls back to step 10. Trained once
+    per session (into a sibling directory), copied for every module that asks."""
     if not _PRISTINE:
         fired = []
 
@@ -69,8 +87,10 @@ def make_run(data_dir: Path, run_dir: Path) -> Path:
                     next(trainer.G.parameters()).fill_(float("nan"))
 
         pristine = run_dir.parent / "pristine-run"
-        train(build_config([{"data": str(data_dir), **TINY}]), pristine, progress=False,
-              fault_hook=nan_once)
+        with mock.patch("ganforge.metrics.training.FeatureExtractor", PixelFeatures), \
+                mock.patch("ganforge.metrics.training.FEATURE_DIM", 64):
+            train(build_config([{"data": str(data_dir), **TINY}]), pristine, progress=False,
+                  fault_hook=nan_once)
         _PRISTINE.append(pristine)
     shutil.copytree(_PRISTINE[0], run_dir)
     return run_dir
