@@ -168,11 +168,14 @@ def evaluate_folders(real: str, fake: str, *, metrics: tuple[str, ...] = ("fid",
     clf = None
     metrics = tuple(m.strip().lower() for m in metrics)
     if "cs" in metrics:
-        model, ds = _classifier_for(real, real_set.images.shape[1], real_set.images.shape[3],
-                                    progress)
+        # the real set as read above: a labelled folder at its own size, the rest as they are
+        folder = Path(real).is_dir() and not (Path(real) / "meta.json").exists()
+        model, ds = _classifier_for(real, size or (real_set.images.shape[1] if folder else 0),
+                                    0, progress)
         if fake_set.images.shape[1:] != ds.images.shape[1:]:
-            raise GanforgeError(f"--metrics cs: the classifier was trained on the "
-                                f"{real_set.resolution} images of {real}, but {fake} holds "
+            h, w, c = ds.images.shape[1:]
+            raise GanforgeError(f"--metrics cs: the classifier was trained on the {w}x{h} "
+                                f"images ({c} channel(s)) of {real}, but {fake} holds "
                                 f"{fake_set.resolution} images with {fake_set.images.shape[3]} "
                                 "channel(s); give --size to score both at one size")
         clf = (model, ds)
