@@ -100,7 +100,9 @@ class TrainConfig:
     lr_decay: float = _f(0.0, "decay both learning rates linearly to 0 over this final "
                          "fraction of the steps (CycleGAN: 0.5)", min=0.0, max=1.0)
     batch_size: int = _f(64, "real images per D step", min=1, max=65536)
-    ema: float = _f(0.0, "EMA decay of the generator weights (0 = off, e.g. 0.999)",
+    ema: float = _f(0.0, "EMA decay of the generator weights (0 = off, e.g. 0.999); ramped up "
+                    "as min(ema, (1+t)/(10+t)) at G step t, and the averaged G gets BatchNorm "
+                    "statistics of its own before every grid, evaluation and checkpoint",
                     min=0.0, max=1.0)
     # small data: differentiable augmentation (ganforge.augment)
     augment: str = _f("", "differentiable augmentation of every image D sees, real and fake, "

@@ -48,7 +48,9 @@ from ganforge.train_utils import (
     Stats,
     backward_step,
     compile_nets,
+    ema_decay,
     ema_update,
+    standing_statistics,
     make_optimizer,
     sync_batchnorm,
 )
@@ -315,7 +317,7 @@ class Trainer:
         s["grad_norm_G"] = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
-            ema_update(self.G_ema, G, cfg.ema)
+            ema_update(self.G_ema, G, ema_decay(cfg.ema, self.sched["g_steps"]))
         self._record(s)
         self.sched["g_steps"] += 1
 
@@ -441,6 +443,23 @@ class Trainer:
         cfg = self.cfg
         return (self.step % cfg.sample_every == 0 or self.step == cfg.steps
                 or bool(cfg.eval_n and cfg.eval_every and self.step % cfg.eval_every == 0))
+
+    def ema_statistics(self) -> None:
+        """Before G_ema is shown, scored or saved: BatchNorm statistics of its own, from 8
+        batches of fresh inputs of a private seeded stream (the same on every process, so
+        every process computes the same statistics)."""
+        if self.G_ema is None or self.variant.kind == "translation":
+            return
+        gen = torch.Generator().manual_seed(self.cfg.seed + 4)
+        n_classes = self.n_classes if self.variant.kind == "conditional" else 0
+
+        def forward() -> None:
+            inputs = self.variant.sample_inputs(self.cfg.batch_size, self.cfg, gen, "cpu",
+                                                n_classes)
+            with self.autocast():
+                self.variant.show(self.G_ema, {k: v.to(self.device) for k, v in inputs.items()})
+
+        standing_statistics(self.G_ema, forward)
 
     def interval(self, final: bool = False) -> Problem | None:
         """At every sample interval: grid and collapse check (rank 0; the outcome is shared

@@ -134,12 +134,14 @@ def test_slerp_closed_form():
 
 def test_g_ema_is_the_exponential_average_of_g(fmnist_dir, tmp_path):
     """After k G steps G_ema = d^k G_0 + (1 - d) sum_i d^(k-i) G_i (the closed form of
-    ema <- d ema + (1 - d) G), and its buffers (BatchNorm statistics) are G's."""
+    ema <- d ema + (1 - d) G; here at a d the ramp min(d, (1+t)/(10+t)) has reached), and
+    between intervals its buffers (BatchNorm statistics) are G's."""
     from ganforge.train import Trainer
 
     d = 0.7
     trainer = Trainer(cfg_for(fmnist_dir, variant="dcgan", ema=d), tmp_path / "run",
                       progress=False)
+    trainer.sched["g_steps"] = 100  # past the ramp: (1 + 100) / (10 + 100) > 0.7
     snapshots = [{k: v.clone() for k, v in trainer.G.named_parameters()}]  # G_0 = G_ema at 0
     for _ in range(4):
         trainer.d_step(trainer.real_batch())
@@ -322,3 +324,60 @@ def test_fast_paths_train_the_same_model(fmnist_dir, tmp_path, extra, tol):
     assert worst <= tol
     if "amp" in extra:
         assert worst > 0  # bf16 really was in use
+
+
+def test_ema_decay_ramps_up_to_its_setting():
+    from ganforge.train_utils import ema_decay
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert ema_decay(0.999, 10**6) == 0.999
+    assert ema_decay(0.5, 50) == 0.5 and ema_decay(0.5, 5) == pytest.approx(6 / 15)
+
+
+def test_standing_statistics_are_the_averaged_generators_own(fmnist_dir, tmp_path):
+    """standing_statistics: every BatchNorm's running mean/var become the mean/variance of
+    its own inputs over all the batches run (recorded here by hooks), whatever they were;
+    the trainer gives G_ema such statistics at every interval (not G's copied ones)."""
+    from torch import nn
+
+    from ganforge.nets.dcgan import DCGANGenerator
+    from ganforge.train import Trainer
+    from ganforge.train_utils import standing_statistics
+
+    torch.manual_seed(0)
+    G = DCGANGenerator(8, 28, 1, width=8).eval()
+    bns = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
+    seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(bns))}
+    for i, m in enumerate(bns):
+        m.running_mean.fill_(5.0)
+        m.register_forward_pre_hook(lambda mod, a, i=i: seen[i].append(a[0].detach()))
+    zs = iter([torch.randn(16, 8) for _ in range(3)])
+    standing_statistics(G, lambda: G(next(zs)), batches=3)
+    assert not G.training and all(m.momentum == 0.1 for m in bns)
+    for i, m in enumerate(bns):
+        x = torch.cat(seen[i]).transpose(0, 1).flatten(1)  # [C, all values]
+        torch.testing.assert_close(m.running_mean, x.mean(1), rtol=1e-4, atol=1e-5)
+        per_batch_var = torch.stack([b.transpose(0, 1).flatten(1).var(1) for b in seen[i]])
+        torch.testing.assert_close(m.running_var, per_batch_var.mean(0), rtol=1e-4, atol=1e-5)
+
+    trainer = Trainer(cfg_for(fmnist_dir, variant="dcgan", ema=0.999, steps=10), tmp_path / "r",
+                      progress=False)
+    trainer.run()
+    ema_bn = [b for n, b in trainer.G_ema.named_buffers() if n.endswith("running_mean")]
+    g_bn = [b for n, b in trainer.G.named_buffers() if n.endswith("running_mean")]
+    assert ema_bn and not any(torch.equal(a, b) for a, b in zip(ema_bn, g_bn, strict=True))
+
+
+def test_the_first_g_step_moves_g_ema_by_the_ramped_decay(fmnist_dir, tmp_path):
+    """At G step 0 the decay is min(0.999, 1/10) = 0.1: G_ema = 0.1 G_0 + 0.9 G_1."""
+    from ganforge.train import Trainer
+
+    trainer = Trainer(cfg_for(fmnist_dir, variant="dcgan", ema=0.999), tmp_path / "run",
+                      progress=False)
+    g0 = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
+    trainer.d_step(trainer.real_batch())
+    trainer.g_step()
+    for name, p in trainer.G_ema.named_parameters():
+        g1 = dict(trainer.G.named_parameters())[name]
+        torch.testing.assert_close(p, 0.1 * g0[name] + 0.9 * g1, rtol=1e-5, atol=1e-7)
