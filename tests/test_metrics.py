@@ -270,7 +270,7 @@ def test_classifier_score_closed_form():
         return res["cs40_test"], res
     value, res = score(confident(np.arange(40) % 4))
     assert value == pytest.approx(4.0, rel=1e-6) and res["n_fake"] == 40
-    assert res["cs40_test_std"] < 1e-6 and "fid40_test" not in res
+    assert res["cs40_test_std"] < 1e-6 and "fid40_test" not in res and res["protocol"] is None
     assert score(confident((np.arange(40) >= 20).astype(int)))[0] == pytest.approx(1.0)
     assert score(lambda x: np.zeros((len(x), 10)))[0] == pytest.approx(1.0)
     with pytest.raises(GanforgeError, match="needs a classifier"):

@@ -158,7 +158,8 @@ def evaluate_images(
             out[metric_name("cs", n, split)] = mean
             out[metric_name("cs", n, split) + "_std"] = std
     out.update(n_fake=n, split=split if needs_real or "cs" in wanted else None,
-               protocol=PROTOCOL, dtype=ex.dtype if ex is not None else None)
+               protocol=PROTOCOL if ex is not None else None,  # cs alone: no Inception
+               dtype=ex.dtype if ex is not None else None)
     if "kid" in wanted:
         out.update(kid_subsets=kid_subsets, kid_subset_size=min(kid_subset_size, n, out["n_real"]))
     if "pr" in wanted:
