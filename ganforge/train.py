@@ -279,16 +279,17 @@ class Trainer:
         return batch
 
     def apply(self, loss: torch.Tensor, module: torch.nn.Module,
-              opt: torch.optim.Optimizer) -> torch.Tensor:
+              opt: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backward, average gradients across processes, step; returns the gradient norm
-        (0 for a step the fp16 loss scaler skipped, counted in `amp_skips_D`/`_G` instead)."""
+        (0 for a step the fp16 loss scaler skipped, counted in `amp_skips_D`/`_G` instead)
+        and, with loss scaling, whether the step was skipped (see `_record`)."""
         norm, skipped = backward_step(loss, module, opt, self.scaler, self.dist,
                                       self.reducers.get(id(module)))
         if skipped is not None:
             group = "D" if module is self.D else "G"
             self.stats.add({f"amp_skips_{group}": skipped,
                             "amp_scale": self.scaler.scale(self._one)})
-        return norm
+        return norm, skipped
 
     def d_step(self, batch: dict[str, torch.Tensor]) -> None:
         cfg, D, opt = self.cfg, self.D, self.opt_D
@@ -299,11 +300,11 @@ class Trainer:
             fake = self.G(inputs["z"]) if self.reuse else None
             loss_D, s = self.variant.d_objective(self.seen, cfg, batch, inputs, fake)
         self.last_fake = fake
-        s["grad_norm_D"] = self.apply(loss_D, D, opt)
+        s["grad_norm_D"], skipped = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)
         if self.augment is not None:
             self.adapt_augmentation(s)
-        self._record(s)
+        self._record(s, skipped)
         self.sched["d_steps"] += 1
         self.sched["kimg"] += cfg.batch_size / 1000
 
@@ -314,11 +315,11 @@ class Trainer:
         self.D.requires_grad_(False)  # the G step needs no D parameter gradients
         with self.autocast():
             loss_G, s = self.variant.g_objective(self.seen, cfg, self.last_batch, inputs, fake)
-        s["grad_norm_G"] = self.apply(loss_G, G, opt)
+        s["grad_norm_G"], skipped = self.apply(loss_G, G, opt)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
             ema_update(self.G_ema, G, ema_decay(cfg.ema, self.sched["g_steps"]))
-        self._record(s)
+        self._record(s, skipped)
         self.sched["g_steps"] += 1
 
     def adapt_augmentation(self, s: dict[str, torch.Tensor]) -> None:
@@ -333,7 +334,15 @@ class Trainer:
                        lambda t: dist_.all_reduce_sum_(t, self.dist))
         s["augment_p"], s["r_t"] = aug.p, aug.r_t
 
-    def _record(self, s: dict[str, torch.Tensor]) -> None:
+    def _record(self, s: dict[str, torch.Tensor], skipped: torch.Tensor | None = None) -> None:
+        if skipped is not None:
+            # amp=fp16: in a step the loss scaler skipped, a loss may be inf/NaN from the
+            # overflow itself (a gradient penalty holds the scaled inner gradient); that is
+            # no divergence, so it counts 0 in the averages and the non-finite flags (a run
+            # whose every step overflows is caught by its amp_skips, health.check_interval)
+            ok = skipped == 0
+            s = {k: torch.where(ok | torch.isfinite(v), v, torch.zeros_like(v))
+                 for k, v in s.items()}
         self.stats.add(s)
         if self.health is not None:
             self.nonfinite = self.nonfinite + self.health.step_flags(s)

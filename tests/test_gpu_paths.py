@@ -119,6 +119,19 @@ def test_every_fp16_step_overflowing_is_non_finite(fmnist_dir, tmp_path):
               progress=False, fault_hook=overflow_always)
 
 
+def test_fp16_gradient_penalty_overflow_is_skipped_not_divergence(fmnist_dir, tmp_path):
+    """wgan-gp with amp=fp16: at GradScaler's starting scale the penalty's scaled inner
+    gradient overflows, so the first steps' penalty and loss are inf/NaN. The scaler skips
+    those steps and lowers the scale (a normal fp16 overflow): the health monitor must not
+    answer them as divergence, and the log holds finite averages. (LayerNorm critic: the
+    default InstanceNorm's double backward overflows in float16 at any scale.)"""
+    train(cfg_for(fmnist_dir, variant="wgan-gp", d_norm="layer", amp="fp16", n_critic=2,
+                  on_problem="stop", steps=6), tmp_path / "run", progress=False)
+    log = records(tmp_path / "run", "train")
+    assert log[0]["amp_skips_D"] > 0 and log[-1]["amp_skips_D"] == 0
+    assert all(np.isfinite(r["loss_D"]) and np.isfinite(r["gp"]) for r in log)
+
+
 def test_gradient_penalty_inner_grad_is_loss_scaled():
     """Under a loss scale, the penalty's inner backward carries scale/N into D (the range
     GradScaler keeps fp16 gradients in) and the scale is divided out again: same penalty."""
