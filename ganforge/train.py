@@ -50,8 +50,8 @@ from ganforge.train_utils import (
     compile_nets,
     ema_decay,
     ema_update,
-    standing_statistics,
     make_optimizer,
+    standing_statistics,
     sync_batchnorm,
 )
 from ganforge.variants import get_variant
