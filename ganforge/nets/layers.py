@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrizations
+
+
+class InstanceNorm2dFloat32(nn.InstanceNorm2d):
+    """InstanceNorm2d computed in float32 under autocast (the same parameters and keys).
+
+    Its double backward (a gradient penalty's) computes in the input's dtype, 1/std³ among
+    it; in float16 that overflows, so with amp=fp16 every step of a penalised critic had
+    non-finite gradients and was skipped, at any loss scale."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
 
 
 def norm2d(kind: str, channels: int, spatial: int) -> nn.Module:
@@ -11,7 +24,7 @@ def norm2d(kind: str, channels: int, spatial: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2dFloat32(channels, affine=True)
     if kind == "layer":
         # LayerNorm over (C, H, W) per sample: keeps WGAN-GP's per-sample gradients independent.
         return nn.GroupNorm(1, channels)
