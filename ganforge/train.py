@@ -475,6 +475,7 @@ class Trainer:
         with every process), evaluation (every process scores its share), checkpoint, plots."""
         for m in self.synced.values():
             dist_.broadcast_buffers(m, self.dist)
+        self.ema_statistics()  # every process: with sync_bn its forwards are collective
         problem = self._interval_main() if self.main else None
         problem = dist_.broadcast_object(problem, self.dist)
         if problem is not None:
