@@ -122,8 +122,19 @@ def _is_idx(path: Path) -> bool:
 
 
 def fashion_mnist_files(split: str) -> tuple[Path, Path]:
-    """Locate (or download once, checksum-verified) the Fashion-MNIST files of a split."""
+    """Locate (or download once, checksum-verified) the Fashion-MNIST files of a split.
+
+    Looked up first in the directory named by ``GANFORGE_FASHION_MNIST`` (the four official
+    .gz files; e.g. carried to a machine without network), then in the Debian package's
+    directory, then in the cache."""
     img_name, img_md5, lbl_name, lbl_md5 = FASHION_MNIST_FILES[split]
+    named = os.environ.get("GANFORGE_FASHION_MNIST")
+    if named:
+        d = Path(named)
+        if not ((d / img_name).is_file() and (d / lbl_name).is_file()):
+            raise GanforgeError(f"GANFORGE_FASHION_MNIST={named} lacks {img_name} or "
+                                f"{lbl_name} (the official Fashion-MNIST .gz files)")
+        return d / img_name, d / lbl_name
     for d in FASHION_MNIST_DIRS:
         if (d / img_name).exists() and (d / lbl_name).exists():
             return d / img_name, d / lbl_name

@@ -108,6 +108,25 @@ def test_fashion_mnist_builtin_and_idx_file(tmp_path):
     assert ds2.images.shape == (20, 32, 32, 3)
 
 
+def test_fashion_mnist_from_the_directory_the_environment_names(tmp_path, monkeypatch):
+    """GANFORGE_FASHION_MNIST (files carried to a machine without network) comes first; a
+    directory without the files is an error naming the variable, never a download."""
+    items, labels = _real_items(7), np.arange(7, dtype=np.uint8)
+    named = tmp_path / "carried"
+    named.mkdir()
+    img, _, lbl, _ = data.FASHION_MNIST_FILES["test"]
+    (named / img).write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, 7, 28, 28)
+                                            + items.tobytes()))
+    (named / lbl).write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 7)
+                                            + labels.tobytes()))
+    monkeypatch.setenv("GANFORGE_FASHION_MNIST", str(named))
+    ds = data.prepare("fashion-mnist:test", tmp_path / "fm", progress=False)
+    assert len(ds) == 7 and ds.labels.tolist() == list(range(7))
+    np.testing.assert_array_equal(ds.images[..., 0], items)
+    with pytest.raises(GanforgeError, match="GANFORGE_FASHION_MNIST=.*train-images"):
+        data.fashion_mnist_files("train")
+
+
 def test_truncated_idx_is_a_clear_error(tmp_path):
     idx = tmp_path / "bad-idx3-ubyte"
     idx.write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, 20, 28, 28) + b"\0" * 100)

@@ -91,6 +91,24 @@ def test_missing_weights_name_the_fix(tmp_path):
         verify_weights(tmp_path / "nope.pt")
 
 
+def test_weights_named_by_the_environment_are_used_and_verified(tmp_path, monkeypatch):
+    """GANFORGE_INCEPTION_WEIGHTS (the file carried to a machine without a package index)
+    comes first, and its SHA-1 is checked like the package's."""
+    shipped = verify_weights()
+    carried = tmp_path / "carried.pt"
+    carried.symlink_to(shipped)
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(carried))
+    assert verify_weights() == carried
+    with open(shipped, "rb") as f:  # the start of the file only: a failed reassembly
+        (tmp_path / "part.pt").write_bytes(f.read(1000))
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "part.pt"))
+    with pytest.raises(GanforgeError, match="damaged"):
+        verify_weights()
+    monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", str(tmp_path / "nope.pt"))
+    with pytest.raises(GanforgeError, match="missing.*GANFORGE_INCEPTION_WEIGHTS"):
+        weights_mod.read_state_dict()
+
+
 def test_architecture_matches_the_file():
     attrs = weights_mod.read_layer_attrs()
     net = load_inception(fold=False)

