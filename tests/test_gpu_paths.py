@@ -347,12 +347,48 @@ def test_every_command_takes_device_auto_by_default():
         assert parser.parse_args([command, *args, "--device", "cpu"]).device == "cpu"
 
 
-def test_a_device_that_is_not_there_is_one_clear_error(fmnist_dir, tmp_path):
+def test_sample_and_interpolate_run_on_the_device_asked_for(fmnist_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    """--device reaches the generator (recorded here), and a GPU asked for where there is
+    none is one clear error about the device, on a run that exists."""
+    from ganforge import sample
     from ganforge.cli import main
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    assert main(["sample", str(tmp_path), "--grid", "g.png", "--device", "cuda"]) == 2
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, steps=2, device="cpu"), run, progress=False)
+    seen, load = [], sample.load_generator
+
+    def spy(*args, **kw):
+        gen = load(*args, **kw)
+        seen.append(str(gen.device))
+        return gen
+
+    monkeypatch.setattr(sample, "load_generator", spy)
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"),
+                 "--device", "cpu:0"]) == 0
+    assert main(["interpolate", str(run), "--out", str(tmp_path / "walk.gif"),
+                 "--device", "cpu:0"]) == 0
+    assert seen == ["cpu:0", "cpu:0"]
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "x"),
+                 "--device", "cuda:7" if torch.cuda.is_available() else "cuda"]) == 2
+    assert "error: device 'cuda" in capsys.readouterr().err
+
+
+def test_successive_latent_draws_differ():
+    """Draw i of the latent stream is seeded from (seed, i): every draw is new, and the same
+    stream from its start gives the same draws (what resume relies on)."""
+    from ganforge.runstate import NoiseStream
+
+    stream = NoiseStream(5, torch.device("cpu"))
+    draws = [torch.randn(64, 16, generator=stream.next()) for _ in range(6)]
+    for i in range(len(draws)):
+        for j in range(i):
+            assert not torch.equal(draws[i], draws[j]), (i, j)
+    again = NoiseStream(5, torch.device("cpu"))
+    assert all(torch.equal(torch.randn(64, 16, generator=again.next()), d) for d in draws)
+    assert not torch.equal(torch.randn(64, 16, generator=NoiseStream(6, torch.device("cpu"))
+                                       .next()), draws[0])
 
 
 # -- speed: no host synchronisation per step --------------------------------------------------
