@@ -18,6 +18,9 @@ images; FID of test[0:n] vs test[n:2n] for each (float32 on the CPU is 12.3561 a
 
 `report`: one markdown section from the JSON files, between the `gpu_check` markers of
 docs/BENCHMARKS.md (bench/benchdoc.py).
+
+`step` and `inception` rewrite their JSON file after every measurement: a row that fails (or
+the step killed at its time limit) costs that row, which becomes a note, never the others.
 """
 
 from __future__ import annotations
@@ -113,9 +116,14 @@ def ganforge_step(layers: list[dict], run: Path, seconds: float, log_every: int,
     train(cfg, run, progress=False)
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     recs = [r for r in recs if r.get("kind") == "train"][1:]
-    if len(recs) < 2:
-        raise SystemExit(f"{run.name}: too few log intervals in {seconds} s")
+    if len(recs) < 2:  # e.g. compilation took (nearly) all the time
+        raise RuntimeError(f"{len(recs)} log interval(s) after the first in {seconds:g} s")
     return (recs[-1]["kimg"] - recs[0]["kimg"]) * 1000 / (recs[-1]["time_s"] - recs[0]["time_s"])
+
+
+def _note(notes: list[str], name: str, e: BaseException) -> None:
+    notes.append(f"{name}: {type(e).__name__}: {e}"[:400])
+    print(f"{name}: failed ({type(e).__name__}: {e})", flush=True)
 
 
 def cmd_step(a: argparse.Namespace) -> None:
@@ -128,34 +136,48 @@ def cmd_step(a: argparse.Namespace) -> None:
     if a.dry_run:  # seconds on a CPU: small widths and batch, no compile
         base.update(batch_size=8, g_width=16, d_width=16)
         settings = {"ganforge fp32": settings["ganforge fp32"]}
+    results: dict[str, list[float]] = {"plain fp32 loop": []}
+    out: dict = {"model": "", "seconds": a.seconds, "rounds": a.rounds, "rows": [], "notes": []}
+
+    def save() -> None:  # after every measurement
+        plain = results["plain fp32 loop"]
+        plain_ips = statistics.median(plain) if plain else None
+        out["rows"] = [{"loop": k, "images_per_s": statistics.median(v),
+                        "vs_plain": statistics.median(v) / plain_ips if plain_ips else None}
+                       for k, v in results.items() if v]
+        Path(a.out).write_text(json.dumps(out, indent=2))
+
+    def measure(name: str, fn) -> None:
+        try:
+            results.setdefault(name, []).append(fn())
+        except Exception as e:  # noqa: BLE001 - one failed row is a note, the others stay
+            _note(out["notes"], name, e)
+        save()
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ds = data.prepare("fashion-mnist", tmp / "data", size=80, channels=3,
-                          limit=300 if a.dry_run else 10000, progress=False)
+                          limit=300 if a.dry_run else 5000, progress=False)
         layers = [{**base, "data": str(ds.path)}]
         cfg = build_config(layers)
+        out["model"] = (f"wgan-gp 80x80x3, G/D width {cfg.g_width}/{cfg.d_width}, batch "
+                        f"{cfg.batch_size}, n_critic {cfg.n_critic}")
+        save()
         images = torch.from_numpy(np.array(ds.images)).permute(0, 3, 1, 2).contiguous()
-        results: dict[str, list[float]] = {"plain fp32 loop": []}
         for r in range(a.rounds):
-            results["plain fp32 loop"].append(plain_wgan_gp(cfg, images, device, a.seconds))
+            measure("plain fp32 loop", lambda: plain_wgan_gp(cfg, images, device, a.seconds))
             for name, extra in settings.items():
                 run = tmp / f"{name}-{r}".replace(" ", "_")
                 # compile: the first interval holds the compilation; give it time
-                secs = a.seconds + (45 if extra.get("compile") else 0)
-                results.setdefault(name, []).append(  # dry run: 4 steps, whatever they take
-                    ganforge_step(layers + [extra], run, secs, 1 if a.dry_run else 20,
-                                  steps=4 if a.dry_run else 0))
+                secs = a.seconds + (a.compile_seconds if extra.get("compile") else 0)
+                measure(name, lambda run=run, extra=extra, secs=secs: ganforge_step(
+                    layers + [extra], run, secs, 1 if a.dry_run else 20,
+                    steps=4 if a.dry_run else 0))  # dry run: 4 steps, whatever they take
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in
-                                                  results.items()), flush=True)
-    plain = statistics.median(results["plain fp32 loop"])
-    out = {"model": f"wgan-gp 80x80x3, G/D width {cfg.g_width}/{cfg.d_width}, batch "
-                    f"{cfg.batch_size}, n_critic {cfg.n_critic}",
-           "seconds": a.seconds, "rounds": a.rounds,
-           "rows": [{"loop": k, "images_per_s": statistics.median(v),
-                     "vs_plain": statistics.median(v) / plain} for k, v in results.items()]}
-    Path(a.out).write_text(json.dumps(out, indent=2))
+                                                  results.items() if v), flush=True)
     for row in out["rows"]:
-        print(f"{row['loop']:40s} {row['images_per_s']:10,.0f} img/s  x{row['vs_plain']:.2f}")
+        vs = f"x{row['vs_plain']:.2f}" if row["vs_plain"] else ""
+        print(f"{row['loop']:40s} {row['images_per_s']:10,.0f} img/s  {vs}")
 
 
 def cmd_inception(a: argparse.Namespace) -> None:
@@ -170,31 +192,50 @@ def cmd_inception(a: argparse.Namespace) -> None:
     if images.ndim == 3:
         images = images[..., None]
     stats_dev = None if device.type == "cpu" else a.device
-    plain = _plain_loop(50, a.device)
-    contestants = {"plain fp32 loop": lambda x: plain(x)[0]}
+    out: dict = {"n": n, "rows": [], "notes": []}
+
+    def save() -> None:  # after every contestant
+        rows = out["rows"]
+        plain = next((r["features_per_s"] for r in rows if r["extractor"] == "plain fp32 loop"),
+                     None)
+        ref = next((r["fid"] for r in rows if r["extractor"] == "ganforge float32"), None)
+        for r in rows:
+            r["vs_plain"] = r["features_per_s"] / plain if plain else None
+            r["fid_vs_float32"] = r["fid"] / ref - 1 if ref else None
+        Path(a.out).write_text(json.dumps(out, indent=2))
+
+    def plain_loop():
+        plain = _plain_loop(50, a.device)
+        return lambda x: plain(x)[0]
+
+    def ganforge_extractor(dtype: str):
+        ex = FeatureExtractor(a.device, dtype=dtype, progress=False)
+        return lambda x: ex.extract(x).features
+
+    contestants = {"plain fp32 loop": plain_loop}
     # tf32 is float32 on a CPU: a dry run leaves it out
     for dtype in ("float32", "bfloat16") if a.dry_run else ("float32", "tf32", "bfloat16"):
-        ex = FeatureExtractor(a.device, dtype=dtype, progress=False)
-        contestants[f"ganforge {dtype}"] = lambda x, ex=ex: ex.extract(x).features
-    rows = []
-    for name, run in contestants.items():
-        if not a.dry_run:
-            run(images[:50])  # warm-up: kernels picked, weights on the device
-        _sync(device)
-        t0 = time.perf_counter()
-        feats = run(images)
-        seconds = time.perf_counter() - t0
-        fid = fid_from_stats(*feature_stats(feats[:n], stats_dev),
-                             *feature_stats(feats[n:], stats_dev), device=stats_dev)
-        rows.append({"extractor": name, "images": len(images),
-                     "features_per_s": len(images) / seconds, "fid": fid})
+        contestants[f"ganforge {dtype}"] = lambda dtype=dtype: ganforge_extractor(dtype)
+    for name, make in contestants.items():
+        try:
+            run = make()
+            if not a.dry_run:
+                run(images[:50])  # warm-up: kernels picked, weights on the device
+            _sync(device)
+            t0 = time.perf_counter()
+            feats = run(images)
+            _sync(device)
+            seconds = time.perf_counter() - t0
+            fid = fid_from_stats(*feature_stats(feats[:n], stats_dev),
+                                 *feature_stats(feats[n:], stats_dev), device=stats_dev)
+        except Exception as e:  # noqa: BLE001 - one failed contestant is a note
+            _note(out["notes"], name, e)
+            save()
+            continue
+        out["rows"].append({"extractor": name, "images": len(images),
+                            "features_per_s": len(images) / seconds, "fid": fid})
+        save()
         print(f"{name:24s} {len(images) / seconds:9,.0f} features/s  FID {fid:.4f}", flush=True)
-    plain = rows[0]["features_per_s"]
-    ref = next(r["fid"] for r in rows if r["extractor"] == "ganforge float32")
-    for r in rows:
-        r["vs_plain"] = r["features_per_s"] / plain
-        r["fid_vs_float32"] = r["fid"] / ref - 1
-    Path(a.out).write_text(json.dumps({"n": n, "rows": rows}, indent=2))
 
 
 def cmd_quality(a: argparse.Namespace) -> None:
@@ -202,14 +243,14 @@ def cmd_quality(a: argparse.Namespace) -> None:
     recs = [json.loads(x) for x in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("kind") == "train"]
     evals = [r for r in recs if r.get("kind") == "eval"]
-    scores = json.loads(Path(a.eval).read_text())
-    fid_key = next(k for k in scores if k.startswith("fid") and not k.endswith("_std"))
+    scores = _read(Path(a.eval)) or {}  # evaluate failed or was killed: the training stays
+    fid_key = next((k for k in scores if k.startswith("fid") and not k.endswith("_std")), None)
     ips = [r["images_per_s"] for r in train[1:]] or [0.0]
     out = {"steps": train[-1]["step"] if train else 0,
            "kimg": train[-1]["kimg"] if train else 0.0,
            "time_s": train[-1]["time_s"] if train else 0.0,
            "images_per_s": statistics.median(ips), "quick_evals": len(evals),
-           "fid_key": fid_key, "fid": scores[fid_key], "n_fake": scores.get("n_fake"),
+           "fid_key": fid_key, "fid": scores.get(fid_key), "n_fake": scores.get("n_fake"),
            "n_real": scores.get("n_real")}
     Path(a.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out))
@@ -222,49 +263,90 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+HOW = ("Run on one GPU machine of this project's device tool (no network): `bash "
+       "bench/gpu_carry.sh` here, then two calls, the second at once: `bash bench/gpu_check.sh "
+       "--stage` carrying `.gpu-carry-1` (part 1 of the Inception weights), then `bash "
+       "bench/gpu_check.sh` carrying `.gpu-carry` (the rest, Fashion-MNIST, sprites, wheels); "
+       "the exact calls are at the top of bench/gpu_check.sh.")
+
+
+def _steps(res: Path) -> list[tuple[str, int, int, int]]:
+    """(name, seconds, limit, status) of each step gpu_check.sh ran, from steps.tsv."""
+    try:
+        rows = [x.split("\t") for x in (res / "steps.tsv").read_text().splitlines() if x]
+    except OSError:
+        return []
+    return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows if len(r) == 4]
+
+
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v is not None else "-"
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     res = Path(a.results)
     dry = (res / "dry-run").exists()
-    lines = ["## One GPU: bench/gpu_check.sh", ""]
-    lines.append(f"Machine: {machine()}." + (" **Dry run on a CPU (tiny sizes): these figures "
-                                                "check the script, they measure nothing.**"
-                                                if dry else ""))
-    times = _read(res / "times.json") or {}
-    lines.append(f"Command: `bench/gpu_check.sh{' --dry-run' if dry else ''}`; seconds per step: "
-                 + ", ".join(f"{k} {v}" for k, v in times.items()) + ".")
-    lines += ["", "1. `pytest -m gpu`: " + ((res / "pytest.txt").read_text().strip()
-                                             .splitlines() or ["not run"])[-1]
-              if (res / "pytest.txt").exists() else "1. `pytest -m gpu`: not run"]
+    where = ((res / "machine.txt").read_text().strip() if (res / "machine.txt").exists()
+             else machine())  # the GPU machine's, also when the report is made elsewhere
+    lines = ["## One GPU: bench/gpu_check.sh", "", HOW, ""]
+    lines.append(f"Machine: {where}." + (" **Dry run on a CPU (tiny sizes): these figures "
+                                         "check the script, they measure nothing.**"
+                                         if dry else ""))
+    steps = _steps(res)
+    lines.append(f"Command: `bench/gpu_check.sh{' --dry-run' if dry else ''}`; seconds per step "
+                 "(limit): " + ", ".join(f"{n} {t} ({lim})" for n, t, lim, _ in steps) + ".")
+    for name, t, _, rc in steps:
+        if rc:
+            why = "killed at its limit" if rc in (124, 137) else f"ended with status {rc}"
+            lines.append(f"Step `{name}` {why} after {t} s (see {name}.log); what it wrote "
+                         "before is kept below.")
+    pytest_txt = (res / "pytest.txt").read_text().strip() if (res / "pytest.txt").exists() else ""
+    lines += ["", "1. `pytest -m gpu`: " + (pytest_txt.splitlines() or ["not run"])[-1]]
     q = _read(res / "quality.json")
-    if q:
+    if q and q.get("fid") is not None:
         lines.append(f"2. `gpu` preset on Fashion-MNIST, {q['time_s']:.0f} s of training: "
                      f"{q['steps']:,} G steps, {q['kimg']:,.0f} kimg, {q['images_per_s']:,.0f} "
                      f"real images/s; **{q['fid_key']} = {q['fid']:.2f}** ({q['n_fake']:,} "
                      f"generated vs {q['n_real']:,} test images; target <= 10)")
+    elif q:
+        lines.append(f"2. `gpu` preset on Fashion-MNIST, {q['time_s']:.0f} s of training: "
+                     f"{q['steps']:,} G steps, {q['kimg']:,.0f} kimg, {q['images_per_s']:,.0f} "
+                     "real images/s; no FID (see evaluate.log)")
     else:
-        lines.append("2. `gpu` preset: no result (see quality.log)")
+        lines.append("2. `gpu` preset: no result (see train.log, quality.log)")
     s = _read(res / "step.json")
     lines += ["", f"3. Training step, {s['model']} (target >= 15,000 real images/s; the "
                   "tutorial's own loop: about 4,900):" if s else
               "3. Training step: no result (see step.log)"]
-    if s:
+    if s and s["rows"]:
         lines += ["", "| loop | real images/s | vs plain |", "|---|---|---|"]
-        lines += [f"| {r['loop']} | {r['images_per_s']:,.0f} | {r['vs_plain']:.2f}x |"
+        lines += [f"| {r['loop']} | {r['images_per_s']:,.0f} | {_x(r['vs_plain'])} |"
                   for r in s["rows"]]
+    if s and s.get("notes"):
+        lines += ["", "Not measured: " + "; ".join(s["notes"])]
     i = _read(res / "inception.json")
     lines += ["", f"4. Inception on test[0:{i['n']}] + test[{i['n']}:{2 * i['n']}] (target: "
                   ">= 5x the plain loop, FID within 0.1 % of float32):" if i else
               "4. Inception: no result (see inception.log)"]
-    if i:
+    if i and i["rows"]:
         lines += ["", "| extractor | features/s | vs plain | FID | vs float32 |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r['extractor']} | {r['features_per_s']:,.0f} | {r['vs_plain']:.2f}x | "
-                  f"{r['fid']:.4f} | {r['fid_vs_float32']:+.3%} |" for r in i["rows"]]
+        lines += [f"| {r['extractor']} | {r['features_per_s']:,.0f} | {_x(r['vs_plain'])} | "
+                  f"{r['fid']:.4f} | "
+                  + (f"{r['fid_vs_float32']:+.3%}" if r["fid_vs_float32"] is not None else "-")
+                  + " |" for r in i["rows"]]
+    if i and i.get("notes"):
+        lines += ["", "Not measured: " + "; ".join(i["notes"])]
+    small = (res / "smalldata.txt").read_text().strip() if (res / "smalldata.txt").exists() \
+        else ""
+    if small:
+        lines += ["", f"5. Small colour data at 128 px (issue 15): {small}"]
     text = "\n".join(lines)
     print(text)
+    (res / "gpu_check.md").write_text(text + "\n")
     doc = Path(a.doc) if a.doc else DOC
     write_section("gpu_check", text, doc)
-    print(f"\nwritten to {doc} (between the gpu_check markers)")
+    print(f"\nwritten to {doc} (between the gpu_check markers) and {res / 'gpu_check.md'}")
 
 
 def main() -> None:
@@ -274,6 +356,8 @@ def main() -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--device", default="cuda")
     s.add_argument("--seconds", type=float, default=12.0)
+    s.add_argument("--compile-seconds", type=float, default=40.0,
+                   help="more seconds for the compile row (its first interval compiles)")
     s.add_argument("--rounds", type=int, default=1)
     s.add_argument("--dry-run", action="store_true")
     s = sub.add_parser("inception")
