@@ -129,6 +129,7 @@ echo "gpu_check: Fashion-MNIST ${GANFORGE_FASHION_MNIST:-as ganforge finds it}; 
 # ganforge runs from this checkout (PYTHONPATH): no install of it is needed, only its
 # dependencies, which the first python with a usable torch may already have.
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1  # the logs (and $OUT) keep what a step printed before it was killed
 want_gpu=$([[ $DRY == 1 ]] && echo 0 || echo 1)
 has_torch() {  # $1: a python whose torch sees a CUDA GPU (any torch for a dry run)
     "$1" -c 'import sys, torch; sys.exit(0 if sys.argv[1] == "0" or torch.cuda.is_available()
@@ -231,8 +232,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log, record the
         return 0
     fi
     say "$name (at most ${limit}s)"
-    timeout --kill-after=10 "$limit" "$@" > >(tee "$RESULTS/$name.log") 2>&1
-    local rc=$?
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$RESULTS/$name.log"
+    local rc=${PIPESTATUS[0]}
     printf '%s\t%d\t%d\t%d\n' "$name" $((SECONDS - t)) "$limit" "$rc" >> "$RESULTS/steps.tsv"
     [[ $rc != 0 ]] && echo "gpu_check: step $name ended with status $rc (see $RESULTS/$name.log)"
     to_out
@@ -340,8 +341,6 @@ EOF
 fi
 
 # 6. into docs/BENCHMARKS.md (a dry run writes a copy in $RESULTS), and everything to $OUT
-awk -F'\t' 'BEGIN {printf "{"} {printf "%s\"%s\": %s", NR > 1 ? ", " : "", $1, $2}
-    END {print "}"}' "$RESULTS/steps.tsv" > "$RESULTS/times.json" 2>/dev/null
 if [[ $DRY == 1 ]]; then
     cp docs/BENCHMARKS.md "$RESULTS/BENCHMARKS.md"
     DOC=$RESULTS/BENCHMARKS.md
