@@ -165,8 +165,13 @@ if [[ -z $PY ]]; then
         say "installing the wheels in $GPU_CHECK_WHEELS into .gpu-site (missing: $need)"
         rm -rf .gpu-site
         wheels=("$GPU_CHECK_WHEELS"/*.whl)
-        [[ -e ${wheels[0]} ]] && "$PY" -m pip install -q --no-index --no-deps --no-compile \
-            --no-cache-dir --target .gpu-site "${wheels[@]}"
+        pip_wheels() { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --target .gpu-site --upgrade "$@"; }
+        if [[ -e ${wheels[0]} ]] && ! pip_wheels "${wheels[@]}"; then
+            for w in "${wheels[@]}"; do  # one unfit wheel (another python?) stops no other
+                pip_wheels "$w" 2>/dev/null || echo "gpu_check: cannot install ${w##*/} here"
+            done
+        fi
         export PYTHONPATH=$PYTHONPATH:$PWD/.gpu-site
         for pkg in $(missing "$PY"); do
             echo "gpu_check: could not install $pkg; the steps that need it will fail or skip"
