@@ -16,6 +16,9 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     small = choose(775, 64, 3, "cpu")
     assert small.overrides["variant"] == "small-data"
     assert small.overrides["augment"] and small.overrides["ema"] > 0
+    # the measured CPU learning rate; the paper's on a GPU
+    assert small.overrides["lr_g"] == 1e-3 and choose(775, 256, 3, "cuda").overrides[
+        "lr_g"] == 2e-4
     large = choose(60_000, 28, 1, "cpu")
     assert large.name == "fast" and not large.overrides.get("augment")
     assert choose(60_000, 28, 1, "cuda:0").name == "gpu"
