@@ -99,6 +99,8 @@ def write_nearest_grid(
 def _pixels(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N, H, W, C] (or [N, C, H, W]) -> float64 [N, C*s*s] in [0, 1], area-averaged to
     s = min(size, H) pixels a side (small shifts and noise matter less at that scale)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = np.array(images)  # a memory-mapped cache: torch wants a writable array
     x = to_nchw_uint8(torch.as_tensor(np.ascontiguousarray(images))).double() / 255.0
     if x.shape[-1] > size:
         x = torch.nn.functional.adaptive_avg_pool2d(x, size)
