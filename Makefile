@@ -29,7 +29,7 @@ browser:
 		$(SUDO) apt-get install -y -qq chromium chromium-driver)
 
 demo: install data
-	$(PY) -m ganforge train --preset fast --minutes $(MINUTES) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(PY) -m ganforge train --data fashion-mnist --minutes $(MINUTES) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install data browser
 	$(PY) -m pytest

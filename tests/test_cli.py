@@ -58,8 +58,9 @@ def test_end_to_end_colour_folder(color_folder, tmp_path):
 
 
 def test_preset_fast_trains_as_the_readme_says(fmnist_dir, tmp_path):
-    """`--preset fast` (what `make demo` and the README headline run), for a few steps on a few
-    hundred images: its recipe is the one used, and the run samples."""
+    """`--preset fast` (the recipe `make demo`'s 60,000 Fashion-MNIST images get, and the
+    README's headline), for a few steps on a few hundred images: its settings are the ones
+    used, and the run samples."""
     import json
 
     from ganforge.config import PRESETS
