@@ -310,7 +310,7 @@ fi
 
 # 5. issue 15's small-data rows at 128 px, with what time is left: two rows of M minutes each
 #    (at least 1.5) plus OVERHEAD seconds of preparing, scoring and starting processes. It
-#    writes its own section (bench_smalldata markers) and grids (docs/images/smalldata-128-*)
+#    writes its own section (bench_smalldata:128 markers) and grids (docs/images/smalldata-128-*)
 #    into this copy of docs/; a dry run: 48 sprites, seconds of training, nothing under docs/.
 if want smalldata; then
     OVERHEAD=$([[ $DRY == 1 ]] && echo 60 || echo 100)
@@ -329,7 +329,7 @@ if want smalldata; then
         step smalldata "$(left)" "$PY" bench/bench_smalldata.py --size 128 --device cuda \
             --minutes "$minutes" --n 1000 --sprites "$SPRITES" "${small[@]}"
         mkdir -p "$RESULTS/images"
-        cp docs/images/smalldata-128-*.png "$RESULTS/images/" 2>/dev/null
+        cp docs/images/smalldata-128-*.jpg "$RESULTS/images/" 2>/dev/null
     else
         echo "not run: $(left) s were left; two rows of 1.5 minutes need $((180 + OVERHEAD))" \
             "(GPU_CHECK_STEPS=smalldata runs it alone)" > "$RESULTS/smalldata.txt"
@@ -356,8 +356,8 @@ say "report"
 timeout 60 "$PY" bench/bench_gpu.py report "$RESULTS" --doc "$DOC"
 if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
     cp "$DOC" "$OUT/BENCHMARKS.md"
-    grep -q '<!-- bench_smalldata:start -->' "$DOC" && [[ -f $RESULTS/smalldata/results.json &&
-        $DRY == 0 ]] && sed -n '/<!-- bench_smalldata:start -->/,/<!-- bench_smalldata:end -->/p' \
+    grep -q '<!-- bench_smalldata:128:start -->' "$DOC" && [[ -f $RESULTS/smalldata/results.json &&
+        $DRY == 0 ]] && sed -n '/<!-- bench_smalldata:128:start -->/,/<!-- bench_smalldata:128:end -->/p' \
         "$DOC" > "$OUT/smalldata-128.md"
     to_out
     echo "gpu_check: copied to \$OUT: $(cd "$OUT" && echo *)"
