@@ -180,7 +180,8 @@ class AugmentedD(nn.Module):
 def _gray(images: np.ndarray, tol: float) -> torch.Tensor:
     """[N, H, W] bool: pixels whose every channel is within tol of mid-gray (0 in [-1, 1]: the
     value translation pads with and cutout fills)."""
-    x = torch.as_tensor(np.ascontiguousarray(images)).float()  # [N, H, W, C] uint8 values
+    # [N, H, W, C] uint8 values as float32: a copy, so a read-only (memory-mapped) array works
+    x = torch.from_numpy(np.array(images, dtype=np.float32))
     return ((x - 127.5).abs() <= tol).all(-1)
 
 

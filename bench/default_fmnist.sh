@@ -1,0 +1,34 @@
+#!/bin/bash
+# Fashion-MNIST, the command without flags: today's default (the recipe it picks for 60,000
+# images: the fast preset) for MINUTES of wall clock, and the old default (vanilla DCGAN, the
+# 1,000 steps `ganforge train --data fashion-mnist` gave before recipes), each scored as
+# fid5k_test (5,000 samples vs the 10,000 test images), with a 6x6 sample grid of each.
+#
+#   bash bench/default_fmnist.sh [WORK_DIR] [MINUTES]      # default: a temp dir, 10 minutes
+#
+# Run it on an otherwise idle machine: the default's figure depends on the steps it gets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORK=${1:-$(mktemp -d /tmp/default-fmnist.XXXXXX)}
+MINUTES=${2:-10}
+mkdir -p "$WORK"
+for row in new old; do
+    [[ -e $WORK/$row ]] && { echo "$WORK/$row exists: give an empty WORK_DIR" >&2; exit 2; }
+done
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$PY" -m ganforge train --data fashion-mnist --minutes "$MINUTES" --out "$WORK/new" --no-progress
+"$PY" -m ganforge train --data fashion-mnist --variant dcgan --out "$WORK/old" --no-progress
+echo "load after training: $(cut -d' ' -f1-3 /proc/loadavg)"
+for row in new old; do
+    "$PY" -m ganforge evaluate "$WORK/$row" --ref fashion-mnist:test --n 5000 --metrics fid,kid \
+        --json --no-progress > "$WORK/$row.json"
+    "$PY" -m ganforge sample "$WORK/$row" --n 36 --grid "$WORK/$row-grid.png" --seed 0 >/dev/null
+    "$PY" - "$WORK/$row.json" "$row" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]}: fid5k_test {r['fid5k_test']:.2f}, kid5k_test {r['kid5k_test']:.4f} "
+      f"(checkpoint of step {r['step']})")
+PYEOF
+done
+echo "grids: $WORK/new-grid.png $WORK/old-grid.png"
