@@ -483,7 +483,10 @@ class Trainer:
         self.improved = False
         every = self.cfg.eval_every or self.cfg.sample_every
         final = final or self.step == self.cfg.steps
-        if self.step % every == 0 or final and self.step >= every:
+        # a run on the clock that ended before its first evaluation (a 3-minute demo at
+        # eval_every 5,000) still gets one: its best checkpoint, curve and explorer need it
+        unscored = self.cfg.minutes > 0 and self.state["best_fid"] is None
+        if self.step % every == 0 or final and (self.step >= every or unscored):
             results = self.evaluate()  # the same figures on every process
             if results is not None:
                 if self.main:

@@ -56,3 +56,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "ganforge", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+class PixelFeatures:
+    """Stands in for the Inception network in the run's quick evaluations: 64 pixel values as
+    the features, so the trainer writes its eval records in milliseconds (a 2048-d FID takes
+    seconds; the network and the figures have tests of their own)."""
+
+    dtype, batch_size, stats_device, device = "pixels", 50, None, "cpu"
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def extract(self, images, n=None, desc=""):
+        from ganforge.metrics.extract import Features, iter_batches
+
+        x = np.concatenate([np.asarray(b) for b in iter_batches(images, 50, n)])
+        return Features(x.reshape(len(x), -1)[:, ::12][:, :64].astype(np.float32))

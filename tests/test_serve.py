@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import schemathesis
 import torch
+from conftest import PixelFeatures
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from PIL import Image
@@ -53,23 +54,6 @@ def one_torch_thread() -> Iterator[None]:
 
 
 _PRISTINE: list[Path] = []  # the run trained once per session; each module gets a copy
-
-
-class PixelFeatures:
-    """Stands in for the Inception network in the run's quick evaluations: 64 pixel values as
-    the features, so the trainer writes its eval records in milliseconds (a 2048-d FID takes
-    seconds; the network and the figures have tests of their own)."""
-
-    dtype, batch_size, stats_device, device = "pixels", 50, None, "cpu"
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def extract(self, images, n=None, desc=""):
-        from ganforge.metrics.extract import Features, iter_batches
-
-        x = np.concatenate([np.asarray(b) for b in iter_batches(images, 50, n)])
-        return Features(x.reshape(len(x), -1)[:, ::12][:, :64].astype(np.float32))
 
 
 def make_run(data_dir: Path, run_dir: Path) -> Path:

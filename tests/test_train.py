@@ -2,10 +2,12 @@
 
 import json
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from conftest import PixelFeatures
 
 from ganforge import checkpoint
 from ganforge.config import build_config
@@ -263,10 +265,16 @@ def test_running_out_of_rollbacks_stops_the_run(fmnist_dir, tmp_path):
 
 def test_minutes_limit_stops_and_checkpoints(fmnist_dir, tmp_path):
     run = tmp_path / "run"
-    res = train(cfg_for(fmnist_dir, variant="mlp", steps=100000, minutes=0.05), run,
-                progress=False)
+    with mock.patch("ganforge.metrics.training.FeatureExtractor", PixelFeatures), \
+            mock.patch("ganforge.metrics.training.FEATURE_DIM", 64):
+        res = train(cfg_for(fmnist_dir, variant="mlp", steps=100000, minutes=0.05), run,
+                    progress=False)
     assert 0 < res.step < 100000
     assert checkpoint.load_checkpoint(res.checkpoint).step == res.step
+    # stopped by the clock before its first quick FID (eval_every 1,000): scored at the end
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert res.step < 1000 and [r["step"] for r in log if r["kind"] == "eval"] == [res.step]
+    assert (run / "checkpoints" / "best.safetensors").exists()
 
 
 def test_tensorboard_event_files_mirror_the_log(fmnist_dir, tmp_path):
