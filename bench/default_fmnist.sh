@@ -8,11 +8,12 @@
 #
 # Run it on an otherwise idle machine: the default's figure depends on the steps it gets.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 WORK=${1:-$(mktemp -d /tmp/default-fmnist.XXXXXX)}
 MINUTES=${2:-10}
 mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)  # relative to where it was called from
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
 for row in new old; do
     [[ -e $WORK/$row ]] && { echo "$WORK/$row exists: give an empty WORK_DIR" >&2; exit 2; }
 done

@@ -340,7 +340,7 @@ import json, sys
 rows = json.load(open(sys.argv[1]))
 print(f"{sys.argv[2]} minutes per row; " + "; ".join(
     f"{r['row']} ({r['variant']}): {r['steps']:,} steps, FID {r['fid']:.1f}, "
-    f"nn_ratio {r['nn_ratio']:.2f}" for r in rows) + " (the bench_smalldata section)")
+    f"nn_ratio {r['nn_ratio']:.2f}" for r in rows) + " (the 128 px bench_smalldata section)")
 EOF
     fi
 fi

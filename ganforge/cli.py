@@ -271,7 +271,8 @@ def _recipe(base: Any, progress: bool) -> Any:
 
     ds = data.resolve(base.data, size=base.size, channels=base.channels, crop=base.crop,
                       progress=progress, mirror=base.mirror)
-    return choose(len(ds), ds.size, ds.channels, str(pick_device(base.device)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's process count
+    return choose(len(ds), ds.size, ds.channels, str(pick_device(base.device)), world)
 
 
 def _prepare(args: argparse.Namespace) -> None:

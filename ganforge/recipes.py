@@ -34,9 +34,9 @@ class Recipe:
         return f"recipe: {self.name} ({self.why})"
 
 
-def choose(n_images: int, size: int, channels: int, device: str) -> Recipe:
+def choose(n_images: int, size: int, channels: int, device: str, world: int = 1) -> Recipe:
     """The recipe for `n_images` images of `size` px with `channels` channels on `device`
-    (`cpu` or `cuda...`)."""
+    (`cpu` or `cuda...`), trained by `world` processes (torchrun)."""
     gpu = device.startswith("cuda")
     what = f"{n_images:,} {'gray' if channels == 1 else 'colour'} images of {size} px"
     if n_images >= LARGE:
@@ -54,9 +54,13 @@ def choose(n_images: int, size: int, channels: int, device: str) -> Recipe:
     # with lr 1e-3 and bf16 trained ten times as many and scored best. On a GPU the run is long
     # enough for the paper's learning rate, which is the stable choice at 128-256 px.
     lr = 2e-4 if gpu else 1e-3
+    # batch_size is global: 16 images per process (on 8 GPUs a global 16 would leave D's
+    # BatchNorm 2 images to normalise over)
+    batch = 16 * world
+    overrides = dict(variant="small-data", augment="color,translation,cutout", augment_p="auto",
+                     ema=0.999, batch_size=batch, lr_g=lr, lr_d=lr, amp="auto",
+                     steps=DEFAULT_STEPS)
     return Recipe("small-data", f"{what}: few enough that D would memorise them; the "
                   "FastGAN-style small-data GAN with differentiable augmentation "
-                  "(color,translation,cutout; adaptive probability), EMA, batch 16, "
-                  f"lr {lr:g}", dict(variant="small-data", augment="color,translation,cutout",
-                                     augment_p="auto", ema=0.999, batch_size=16, lr_g=lr,
-                                     lr_d=lr, amp="auto", steps=DEFAULT_STEPS))
+                  f"(color,translation,cutout; adaptive probability), EMA, batch {batch}, "
+                  f"lr {lr:g}", overrides)

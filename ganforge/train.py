@@ -412,16 +412,17 @@ class Trainer:
     def guard_rails(self) -> dict[str, Any]:
         """With each quick evaluation on a small data set (under SMALL_DATA images): how close
         generated images come to their nearest training image (`nn_dist`, `nn_ratio`; see
-        PixelMemorization) and, with augmentation on, whether its artifacts show in them
-        (ganforge.augment.leak_check). Rank 0."""
-        if len(self.ds) > SMALL_DATA or self.variant.kind == "translation":
+        PixelMemorization) and, with augmentation on (on any data set), whether its artifacts
+        show in them (ganforge.augment.leak_check). Rank 0."""
+        small = len(self.ds) <= SMALL_DATA
+        if self.variant.kind == "translation" or not (small or self.augment is not None):
             return {}
         from ganforge.augment import leak_check
         from ganforge.metrics.memorization import PixelMemorization
         from ganforge.metrics.training import eval_inputs
 
         real = np.asarray(self.ds.images)  # uint8 [N, H, W, C]
-        if self.memorization is None:
+        if self.memorization is None and small:
             self.memorization = PixelMemorization(real)
         n = min(self.cfg.eval_n, 500)
         n_classes = self.n_classes if self.variant.kind == "conditional" else 0
@@ -436,7 +437,7 @@ class Trainer:
                 x = G(zi) if c is None else G(zi, c[i:i + 50].to(self.device))
                 fake.append(to_uint8(x.float()))
         G.train(was_training)
-        out: dict[str, Any] = self.memorization(np.concatenate(fake))
+        out: dict[str, Any] = self.memorization(np.concatenate(fake)) if small else {}
         if self.augment is not None:
             out.update(leak_check(np.concatenate(fake), real[:: max(1, len(real) // n)][:n]))
             if out["leaks"] and self.progress:

@@ -80,3 +80,24 @@ def test_quick_evaluations_log_memorisation_and_leak_figures(color_folder, tmp_p
     assert e["nn_dist"] > 0 and e["nn_ratio"] > 0
     assert {"leak_border_fake", "leak_border_real", "leak_cutout_fake", "leak_cutout_real",
             "leaks"} <= set(e)
+
+
+def test_larger_sets_get_the_leak_check_only_when_augmenting(color_folder, tmp_path,
+                                                             monkeypatch):
+    """Above SMALL_DATA images no memorisation distance, but an augmenting run (the recipe
+    augments up to 20,000 images) still checks for leaks; an unaugmented one gets neither."""
+    import ganforge.train as T
+
+    monkeypatch.setattr(T, "SMALL_DATA", 10)  # the folder's 96 images count as large
+    figures = {}
+    for name, aug in (("aug", "translation,cutout"), ("plain", "")):
+        cfg = build_config([{"data": str(color_folder), "size": 32, "variant": "dcgan",
+                             "g_width": 8, "d_width": 8, "z_dim": 16, "batch_size": 16,
+                             "steps": 2, "log_every": 2, "sample_every": 2, "eval_every": 2,
+                             "eval_n": 20, "augment": aug}])
+        train(cfg, tmp_path / name, progress=False)
+        (e,) = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text()
+                .splitlines() if '"eval"' in x]
+        figures[name] = set(e)
+    assert "leaks" in figures["aug"] and "nn_ratio" not in figures["aug"]
+    assert not {"leaks", "nn_ratio"} & figures["plain"]

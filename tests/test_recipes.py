@@ -19,6 +19,9 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     # the measured CPU learning rate; the paper's on a GPU
     assert small.overrides["lr_g"] == 1e-3 and choose(775, 256, 3, "cuda").overrides[
         "lr_g"] == 2e-4
+    # under torchrun the global batch keeps 16 images per process
+    assert small.overrides["batch_size"] == 16
+    assert choose(775, 64, 3, "cuda:0", world=8).overrides["batch_size"] == 128
     large = choose(60_000, 28, 1, "cpu")
     assert large.name == "fast" and not large.overrides.get("augment")
     assert choose(60_000, 28, 1, "cuda:0").name == "gpu"
