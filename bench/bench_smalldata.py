@@ -38,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from benchdoc import machine  # noqa: E402
+from benchdoc import machine, write_section  # noqa: E402
 from pokemon import build as build_pokemon  # noqa: E402
 from pokemon import cache_dir  # noqa: E402
 
@@ -56,11 +56,10 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 IMAGES = ROOT / "docs" / "images"
 
 
-def markers(size: int) -> tuple[str, str]:
-    """The comments around a size's section of docs/BENCHMARKS.md (64 px: the CPU table;
+def section_name(size: int) -> str:
+    """The marker name of a size's section of docs/BENCHMARKS.md (64 px: the CPU table;
     others, e.g. the GPU check's 128 px rows, get sections of their own)."""
-    tag = "bench_smalldata" if size == 64 else f"bench_smalldata:{size}"
-    return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    return "bench_smalldata" if size == 64 else f"bench_smalldata:{size}"
 
 
 def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -160,8 +159,7 @@ def command(opts: argparse.Namespace) -> str:
 
 def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
               n_images: int) -> None:
-    start, end = markers(opts.size)
-    lines = [start, f"## Small colour data: Pokémon sprites at {opts.size} px, "
+    lines = [f"## Small colour data: Pokémon sprites at {opts.size} px, "
              f"{opts.minutes:g} minutes per recipe", "",
              f"Machine: {machine()}; torch threads {opts.threads or 'default'}; device "
              f"{opts.device}. Command: `{command(opts)}`.", "",
@@ -195,15 +193,8 @@ def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
         if "nearest_grid" in default:
             lines += ["", "Nearest training images (Inception features) of 16 samples of the "
                       f"default: ![nearest]({Path(default['nearest_grid']).relative_to('docs')})"]
-    lines += ["", f"Load average before: {load[0]}; after: {load[1]}.", end]
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    lines += ["", f"Load average before: {load[0]}; after: {load[1]}."]
+    write_section(section_name(opts.size), "\n".join(lines), DOC)
 
 
 def main() -> None:
