@@ -437,9 +437,10 @@ class Trainer:
                 x = G(zi) if c is None else G(zi, c[i:i + 50].to(self.device))
                 fake.append(to_uint8(x.float()))
         G.train(was_training)
-        out: dict[str, Any] = self.memorization(np.concatenate(fake)) if small else {}
+        images = np.concatenate(fake)
+        out: dict[str, Any] = self.memorization(images) if small else {}
         if self.augment is not None:
-            out.update(leak_check(np.concatenate(fake), real[:: max(1, len(real) // n)][:n]))
+            out.update(leak_check(images, real[:: max(1, len(real) // n)][:n]))
             if out["leaks"] and self.progress:
                 tqdm.write(f"ganforge: augmentation leak at step {self.step}: generated images "
                            f"show {' and '.join(out['leaks'])} artifacts (border "
