@@ -485,10 +485,7 @@ class Trainer:
         self.improved = False
         every = self.cfg.eval_every or self.cfg.sample_every
         final = final or self.step == self.cfg.steps
-        # a run on the clock that ended before its first evaluation (a 3-minute demo at
-        # eval_every 5,000) still gets one: its best checkpoint, curve and explorer need it
-        unscored = self.cfg.minutes > 0 and self.state["best_fid"] is None
-        if self.step % every == 0 or final and (self.step >= every or unscored):
+        if self.step % every == 0 or final and (self.step >= every or self.unscored()):
             results = self.evaluate()  # the same figures on every process
             if results is not None:
                 if self.main:
@@ -504,6 +501,12 @@ class Trainer:
                 _copy_file(self.latest, self.run_dir / "checkpoints" / "best.safetensors")
             plots.plot_run(self.run_dir)
         return None
+
+    def unscored(self) -> bool:
+        """A run on the clock, with evaluation on, that has no quick FID yet: when the clock
+        stops it (a 3-minute demo at eval_every 5,000) it still gets one, as its best
+        checkpoint, curve and explorer need it."""
+        return bool(self.cfg.minutes > 0 and self.cfg.eval_n and self.state["best_fid"] is None)
 
     def log(self, record: dict[str, Any]) -> None:
         """One record to metrics.jsonl (and TensorBoard when installed); rank 0 only."""
@@ -645,8 +648,10 @@ class Trainer:
                     bar.n = self.step
                     bar.refresh()
         bar.close()
-        if ran and not self.at_interval():
-            problem = self.interval(final=True)  # stopped by the clock
+        # stopped by the clock: the last step's interval, unless it had one (with its
+        # evaluation when the run has none yet)
+        if ran and (not self.at_interval() or self.unscored()):
+            problem = self.interval(final=True)
             if problem is not None:
                 raise TrainingStopped(problem.message())
         return TrainResult(run_dir=self.run_dir, step=self.step, last_log=last,

@@ -267,8 +267,10 @@ def test_minutes_limit_stops_and_checkpoints(fmnist_dir, tmp_path):
     run = tmp_path / "run"
     with mock.patch("ganforge.metrics.training.FeatureExtractor", PixelFeatures), \
             mock.patch("ganforge.metrics.training.FEATURE_DIM", 64):
-        res = train(cfg_for(fmnist_dir, variant="mlp", steps=100000, minutes=0.05), run,
-                    progress=False)
+        # sample_every 1: the clock stops the run on a step that had its interval (and no
+        # evaluation) already
+        res = train(cfg_for(fmnist_dir, variant="mlp", steps=100000, minutes=0.05,
+                            sample_every=1), run, progress=False)
     assert 0 < res.step < 100000
     assert checkpoint.load_checkpoint(res.checkpoint).step == res.step
     # stopped by the clock before its first quick FID (eval_every 1,000): scored at the end
