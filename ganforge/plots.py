@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganforge import io
+from ganforge import io, selection
 
 Series = tuple[list[int], list[float]]  # (generator steps, values)
 
@@ -39,7 +39,7 @@ class Plot:
     title: str
     kind: str  # which records: "train" (every log interval) or "eval" (every evaluation)
     axes: tuple[Axis, ...]
-    best: bool = False  # mark the step of the best checkpoint (lowest FID)
+    best: bool = False  # mark the step of the best checkpoint (ganforge.selection)
     named: bool = False  # put the protocol names of its series in the title
 
 
@@ -104,11 +104,11 @@ def _keys(records: list[dict], wanted: tuple[str, ...]) -> list[str]:
 
 
 def best_step(evals: list[dict]) -> int | None:
-    """The step with the lowest FID: the trainer's `fid`, else the first protocol-named one."""
+    """The best checkpoint's step (ganforge.selection) by the trainer's `fid`, else by the
+    first protocol-named FID."""
     named = _keys(evals, (FID,))
     key = "fid" if any(_number(r.get("fid")) for r in evals) else (named or [None])[0]
-    scored = [r for r in evals if key and _number(r.get(key))]
-    return min(scored, key=lambda r: r[key])["step"] if scored else None
+    return selection.best_step((r["step"], r[key]) for r in evals if key and _number(r.get(key)))
 
 
 def plot_plan(records: list[dict]) -> dict[str, PlotData]:

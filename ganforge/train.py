@@ -12,7 +12,7 @@ A run directory holds:
     samples/step-XXXXXX.png        the fixed-latent grid after every sample interval
     plots/*.png                    losses, D accuracy / fooling rate, gradient norms, quality
     checkpoints/latest.safetensors everything needed to resume exactly
-    checkpoints/best.safetensors   the checkpoint with the lowest FID so far (evaluation on)
+    checkpoints/best.safetensors   the best checkpoint by quick FID (see ganforge.selection)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import checkpoint, io, plots
+from ganforge import checkpoint, io, plots, selection
 from ganforge import distributed as dist_
 from ganforge.augment import Augment, AugmentedD, parse_p, parse_policy
 from ganforge.config import TrainConfig, config_from_dict
@@ -491,10 +491,11 @@ class Trainer:
                 if self.main:
                     self.log({"kind": "eval", "step": self.step, **results,
                               **self.guard_rails()})
-                fid = results["fid"]
-                if self.state["best_fid"] is None or fid < self.state["best_fid"]:
-                    self.state["best_fid"], self.state["best_step"] = fid, self.step
-                    self.improved = True
+                fid, lowest = results["fid"], self.state["best_fid"]
+                if selection.replaces_best(fid, lowest):
+                    self.state["best_step"], self.improved = self.step, True
+                if math.isfinite(fid) and (lowest is None or fid < lowest):
+                    self.state["best_fid"] = fid  # the lowest quick FID so far
         self.save(self.latest)
         if self.main:
             if self.improved:

@@ -30,7 +30,7 @@ from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis import GenerationMode
 
-from ganforge import io
+from ganforge import checkpoint, io
 from ganforge.config import build_config
 from ganforge.errors import GanforgeError
 from ganforge.sample import load_generator
@@ -85,7 +85,9 @@ def logged(run_dir: Path, kind: str) -> list[dict]:
 
 
 def best_eval(run_dir: Path) -> dict:
-    return min(logged(run_dir, "eval"), key=lambda r: r["fid8_train"])
+    """The quick evaluation of the run's best checkpoint (the step the trainer saved it at)."""
+    step = checkpoint.load_checkpoint(run_dir / "checkpoints" / "best.safetensors").step
+    return next(r for r in logged(run_dir, "eval") if r["step"] == step)
 
 
 @contextlib.contextmanager

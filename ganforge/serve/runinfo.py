@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ganforge import io
+from ganforge import io, selection
 
 GRID_NAME = re.compile(r"^step-(\d{6,9})\.png$")
 SCORE_NAME = re.compile(r"^(fid|kid)\d+k?(_[a-z0-9]+)?$")  # fid500_train, kid5k_test
@@ -45,7 +45,7 @@ def _score_keys(evals: list[dict[str, Any]]) -> list[str]:
 
 
 def metrics(run_dir: Path) -> dict[str, Any]:
-    """The run's train, eval and health records, the best step (lowest FID) and whether the
+    """The run's train, eval and health records, the best checkpoint's step and whether the
     run is still being trained."""
     groups: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "health": []}
     for r in io.read_jsonl(run_dir / "metrics.jsonl"):
@@ -60,9 +60,10 @@ def metrics(run_dir: Path) -> dict[str, Any]:
     best = None
     best_key = next((k for k in score_keys if k.startswith("fid")), None)
     scored = [r for r in evals if isinstance(r.get(best_key), (int, float))]
-    if scored:
-        r = min(scored, key=lambda r: r[best_key])
-        best = {"step": r["step"], "metric": best_key, "value": r[best_key]}
+    step = selection.best_step((r["step"], r[best_key]) for r in scored)
+    if step is not None:
+        r = next(r for r in reversed(scored) if r["step"] == step)
+        best = {"step": step, "metric": best_key, "value": r[best_key]}
     return {"available": True, "train": groups["train"], "eval": evals,
             "events": groups["health"], "score_keys": score_keys, "best": best,
             "training": is_training(run_dir)}
