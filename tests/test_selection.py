@@ -3,7 +3,10 @@ within TOLERANCE of the lowest before it."""
 
 import math
 
-from ganforge import selection
+from ganforge import checkpoint, io, plots, selection
+from ganforge.config import build_config
+from ganforge.serve import runinfo
+from ganforge.train import Trainer, train
 
 
 def test_tolerance_is_a_few_per_cent():
@@ -36,3 +39,29 @@ def test_no_finite_figure_no_best():
     assert selection.best_step([(1, 50.0), (2, math.nan)]) == 1
     assert not selection.replaces_best(math.nan, None)
     assert selection.replaces_best(300.0, None)  # the first figure is the best so far
+
+
+def test_the_trainer_keeps_the_checkpoint_the_rule_picks(fmnist_dir, tmp_path, monkeypatch):
+    """A real run whose three quick FIDs are given (the figures, not the training, are what
+    this checks): 100 at step 5, 102 at 10 (within 3 %), 130 at 15 (clearly worse)."""
+    figures = iter([100.0, 102.0, 130.0])
+
+    def evaluate(self):
+        fid = next(figures)
+        return {"fid24_train": fid, "kid24_train": 0.01, "fid": fid, "kid": 0.01}
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    cfg = build_config([{"data": str(fmnist_dir), "variant": "dcgan", "g_width": 8,
+                         "d_width": 8, "z_dim": 16, "batch_size": 16, "steps": 15,
+                         "log_every": 5, "sample_every": 5, "eval_n": 24, "eval_every": 5}])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    best = checkpoint.load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert best.step == 10
+    assert best.meta["state"]["best_fid"] == 100.0  # the lowest figure, for the record
+    latest = checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert latest.step == 15 and latest.meta["state"]["best_step"] == 10
+    # the quality plot and the explorer mark the same step
+    assert plots.plot_plan(io.read_jsonl(run / "metrics.jsonl"))["quality.png"].best_step == 10
+    assert runinfo.metrics(run)["best"] == {"step": 10, "metric": "fid24_train",
+                                             "value": 102.0}
