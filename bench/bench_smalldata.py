@@ -231,16 +231,29 @@ def main() -> None:
     run([sys.executable, "-m", "ganforge", "prepare", str(sprites), "--out", str(data),
          "--size", str(opts.size), "--no-progress"], env)
     os.environ["GANFORGE_CACHE"] = env["GANFORGE_CACHE"]
+    import torch
+
     from ganforge.data import load_dataset
 
-    n_images = len(load_dataset(data).images)
+    ds = load_dataset(data)
+    n_images = len(ds.images)
+    if opts.jobs > 1 and not opts.threads:
+        # torch's default (every core) in each of the rows side by side would oversubscribe
+        opts.threads = max(1, (os.cpu_count() or 1) // opts.jobs)
     if opts.threads:
         # every process of a row (train, evaluate) and this one's own sampling: that many
         # threads, so --jobs rows side by side share the cores evenly
         env["OMP_NUM_THREADS"] = str(opts.threads)
-        import torch
-
         torch.set_num_threads(opts.threads)
+    # The quick FID's reference statistics (eval_n training images, cached under `work`), once
+    # before any clock starts: else the first rows would pay for them and the later ones not.
+    from ganforge.config import TrainConfig
+    from ganforge.metrics.refstats import reference_stats
+    from ganforge.metrics.training import TrainingEvaluator
+
+    ev = TrainingEvaluator(ds, TrainConfig.eval_n, torch.device(opts.device))
+    reference_stats(ev.real, ev.real_key, ev.split, extractor=ev.extractor)
+    del ev
     load_before = os.getloadavg()
 
     done: dict[str, dict] = {}

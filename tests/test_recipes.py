@@ -19,6 +19,9 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     # the measured CPU learning rate; the paper's on a GPU
     assert small.overrides["lr_g"] == 1e-3 and choose(775, 256, 3, "cuda").overrides[
         "lr_g"] == 2e-4
+    # on a CPU a G half as wide as D (measured on the sprites); on a GPU the variant's own
+    assert small.overrides["g_width"] == 16 and "g_width" not in choose(775, 64, 3,
+                                                                         "cuda").overrides
     # under torchrun the global batch keeps 16 images per process
     assert small.overrides["batch_size"] == 16
     assert choose(775, 64, 3, "cuda:0", world=8).overrides["batch_size"] == 128
