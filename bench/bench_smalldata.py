@@ -206,7 +206,8 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
                     help="an extra row: a name and its `ganforge train` arguments")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per row (0: torch's default; cores/jobs with --jobs > 1)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="rows trained side by side (give each --threads cores/jobs)")
     ap.add_argument("--device", default="cpu")

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from ganforge import data  # noqa: E402
 from ganforge.metrics.training import TrainingEvaluator  # noqa: E402
 from ganforge.sample import load_generator  # noqa: E402
 from ganforge.variants import get_variant  # noqa: E402
@@ -46,13 +45,16 @@ def main() -> None:
         gens[name] = load_generator(path)
     cfg = next(iter(gens.values())).config
     n = args.n or cfg.eval_n
-    ds = data.resolve(cfg.data, progress=False)
-    evaluator = TrainingEvaluator(ds, n, torch.device("cpu"))
     variant = get_variant(cfg.variant)
+    # the trainer's own reference: the run's data as its variant loads it (size, crop, mirror)
+    ds = variant.load_data(cfg, progress=False).ref
+    evaluator = TrainingEvaluator(ds, n, torch.device("cpu"))
+    n_classes = len(next(iter(gens.values())).classes) if variant.kind == "conditional" else 0
     fids: dict[str, list[float]] = {name: [] for name in names}
     for s in range(args.seeds):
         for name, g in gens.items():
-            fids[name].append(evaluator(g.G, variant, g.config, cfg.seed + 3 + 1000 * s)["fid"])
+            fids[name].append(evaluator(g.G, variant, g.config, cfg.seed + 3 + 1000 * s,
+                                        n_classes)["fid"])
         print(f"seed {s}: " + "  ".join(f"{k} {v[-1]:.2f}" for k, v in fids.items()),
               flush=True)
     print(f"\nquick FID of {n} images, {args.seeds} latent draws (the trainer's is draw 0):")

@@ -126,7 +126,8 @@ class TrainConfig:
                          "every sample interval); a run that has passed one also gets one "
                          "at its end", min=0)
     eval_n: int = _f(250, "generated images per quick FID/KID evaluation against the training "
-                     "data (0 = off); checkpoints/best.safetensors is the lowest FID", min=0)
+                     "data (0 = off); checkpoints/best.safetensors is the best by it "
+                     "(the latest within 3 % of the lowest)", min=0)
     seed: int = _f(0, "random seed (data order, latents, initial weights)", min=0,
                    max=2**62)
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")

@@ -34,7 +34,7 @@ def test_quality_plot_has_fid_and_kid_on_their_own_axes_with_the_best_step():
     assert [a.axis.label for a in q.axes] == ["FID", "KID"]
     assert q.axes[1].series["kid250_train"] == ([50, 100], [0.15, 0.09])
     assert q.axes[1].bands == {"kid250_train": ([50, 100], [0.002, 0.002])}  # the std band
-    assert q.best_step == 100  # lowest FID: the best checkpoint
+    assert q.best_step == 100  # 120 after 180: the best checkpoint
     assert "fid250_train" in q.title and "kid250_train" in q.title
     assert q.events == [(60, "non-finite")]
 

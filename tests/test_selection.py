@@ -1,6 +1,7 @@
 """Which checkpoint is a run's best (ganforge.selection): the latest one whose quick FID is
 within TOLERANCE of the lowest before it."""
 
+import json
 import math
 
 from ganforge import checkpoint, io, plots, selection
@@ -17,7 +18,7 @@ def test_tolerance_is_a_few_per_cent():
 def test_a_later_checkpoint_within_the_noise_becomes_the_best():
     # the 2026-11-30 Fashion-MNIST run: quick FID 74.0 at step 10,000, 74.8 at 14,065, where
     # 5,000 images scored the later one 20.4 and the earlier 22.1
-    assert selection.best_step([(5000, 91.2), (10000, 74.0), (14065, 74.8)]) == 14065
+    assert selection.best_step([(5000, 81.6), (10000, 74.0), (14065, 74.8)]) == 14065
     assert selection.replaces_best(74.8, 74.0) and selection.replaces_best(76.2, 74.0)
     assert not selection.replaces_best(76.3, 74.0)  # 74.0 * 1.03 = 76.22
 
@@ -30,7 +31,7 @@ def test_a_clearly_worse_later_checkpoint_leaves_the_best():
 def test_the_tolerance_is_from_the_lowest_so_the_best_cannot_creep_up():
     # 102 is within 3 % of 100 and 104 within 3 % of 102, but not of 100
     assert selection.best_step([(1, 100.0), (2, 102.0), (3, 104.0)]) == 2
-    assert selection.best_step([(1, 100.0), (2, 102.0), (3, 104.0), (4, 103.0)]) == 4
+    assert selection.best_step([(1, 100.0), (2, 102.0), (3, 104.0), (4, 102.9)]) == 4
 
 
 def test_no_finite_figure_no_best():
@@ -39,6 +40,8 @@ def test_no_finite_figure_no_best():
     assert selection.best_step([(1, 50.0), (2, math.nan)]) == 1
     assert not selection.replaces_best(math.nan, None)
     assert selection.replaces_best(300.0, None)  # the first figure is the best so far
+    # a lowest of NaN (a checkpoint written before non-finite figures were skipped) is none
+    assert selection.replaces_best(300.0, math.nan)
 
 
 def test_the_trainer_keeps_the_checkpoint_the_rule_picks(fmnist_dir, tmp_path, monkeypatch):
@@ -65,3 +68,14 @@ def test_the_trainer_keeps_the_checkpoint_the_rule_picks(fmnist_dir, tmp_path, m
     assert plots.plot_plan(io.read_jsonl(run / "metrics.jsonl"))["quality.png"].best_step == 10
     assert runinfo.metrics(run)["best"] == {"step": 10, "metric": "fid24_train",
                                              "value": 102.0}
+
+
+def test_the_explorer_ranks_as_the_trainer_did_across_an_eval_n_change(tmp_path):
+    """A run resumed with another eval_n logs its figures under another name; the explorer
+    ranks them all by the trainer's `fid`, as the trainer did, and names the chosen one's."""
+    rows = [(5, "fid250_train", 100.0), (10, "fid1000_train", 130.0),
+            (15, "fid1000_train", 120.0)]
+    io.write_text(tmp_path / "metrics.jsonl", "".join(
+        json.dumps({"kind": "eval", "step": s, key: f, "fid": f}) + "\n" for s, key, f in rows))
+    assert runinfo.metrics(tmp_path)["best"] == {"step": 5, "metric": "fid250_train",
+                                                 "value": 100.0}
