@@ -169,7 +169,8 @@ def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
              "machine, " + (f"{opts.jobs} rows at a time, each with {opts.threads} "
                             "thread(s)" if opts.jobs > 1 else "one after another")
              + f", then {opts.n:,} images from the checkpoint `ganforge sample` "
-             "uses (best quick FID) are scored against all training images (TF-Inception, "
+             "uses (its best by quick FID, ganforge/selection.py) are scored against all "
+             "training images (TF-Inception, "
              "FID/KID), with the pixel-space memorisation ratio `nn_ratio` (1 = as far from "
              "the training images as they are from each other; near 0 = copies) and the share "
              "of images showing translation borders / cutout squares (the leak check).", "",
