@@ -106,9 +106,8 @@ def _keys(records: list[dict], wanted: tuple[str, ...]) -> list[str]:
 def best_step(evals: list[dict]) -> int | None:
     """The best checkpoint's step (ganforge.selection) by the trainer's `fid`, else by the
     first protocol-named FID."""
-    named = _keys(evals, (FID,))
-    key = "fid" if any(_number(r.get("fid")) for r in evals) else (named or [None])[0]
-    return selection.best_step((r["step"], r[key]) for r in evals if key and _number(r.get(key)))
+    best = selection.best_eval(evals, (_keys(evals, (FID,)) or [None])[0])
+    return None if best is None else best["step"]
 
 
 def plot_plan(records: list[dict]) -> dict[str, PlotData]:

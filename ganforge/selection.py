@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 # relative: twice the measured draw-to-draw spread of one checkpoint's quick FID (see above)
 TOLERANCE = 0.03
@@ -28,6 +29,14 @@ def replaces_best(fid: float, lowest: float | None) -> bool:
     return lowest is None or not math.isfinite(lowest) or fid <= lowest * (1 + TOLERANCE)
 
 
+def lowest_after(fid: float, lowest: float | None) -> float | None:
+    """The lowest quick FID so far once a checkpoint scored `fid` (non-finite figures skipped,
+    a non-finite `lowest` from an older checkpoint counted as none)."""
+    if not math.isfinite(fid):
+        return lowest
+    return fid if lowest is None or not math.isfinite(lowest) else min(lowest, fid)
+
+
 def best_step(scores: Iterable[tuple[int, float]]) -> int | None:
     """The best checkpoint's step among (step, quick FID) pairs in the order they were scored;
     None when none has a finite FID."""
@@ -36,6 +45,19 @@ def best_step(scores: Iterable[tuple[int, float]]) -> int | None:
     for step, fid in scores:
         if replaces_best(fid, lowest):
             best = step
-        if math.isfinite(fid):
-            lowest = fid if lowest is None else min(lowest, fid)
+        lowest = lowest_after(fid, lowest)
     return best
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def best_eval(evals: list[dict[str, Any]], named: str | None) -> dict[str, Any] | None:
+    """The eval record (metrics.jsonl) of the best checkpoint, ranked as the trainer ranked
+    them: by its `fid` alias where logged (a resume may change eval_n and with it the named
+    key), else by `named` (a protocol-named FID such as fid5k_test)."""
+    key = "fid" if any(_finite(r.get("fid")) for r in evals) else named
+    scored = [r for r in evals if key and _finite(r.get(key))]
+    step = best_step((r["step"], r[key]) for r in scored)
+    return None if step is None else next(r for r in reversed(scored) if r["step"] == step)

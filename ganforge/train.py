@@ -494,9 +494,7 @@ class Trainer:
                 fid, lowest = results["fid"], self.state["best_fid"]
                 if selection.replaces_best(fid, lowest):
                     self.state["best_step"], self.improved = self.step, True
-                if math.isfinite(fid) and (lowest is None or not math.isfinite(lowest)
-                                           or fid < lowest):
-                    self.state["best_fid"] = fid  # the lowest quick FID so far
+                self.state["best_fid"] = selection.lowest_after(fid, lowest)
         self.save(self.latest)
         if self.main:
             if self.improved:

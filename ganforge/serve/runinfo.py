@@ -59,16 +59,11 @@ def metrics(run_dir: Path) -> dict[str, Any]:
     score_keys = _score_keys(evals)
     best = None
     best_key = next((k for k in score_keys if k.startswith("fid")), None)
-    # ranked as the trainer ranked them: by its `fid` alias where logged (a resume may change
-    # eval_n and with it the named key), reported under the chosen record's named key
-    rank_key = "fid" if any(isinstance(r.get("fid"), (int, float)) for r in evals) else best_key
-    scored = [r for r in evals if isinstance(r.get(rank_key), (int, float))]
-    step = selection.best_step((r["step"], r[rank_key]) for r in scored)
-    if step is not None:
-        r = next(r for r in reversed(scored) if r["step"] == step)
+    r = selection.best_eval(evals, best_key)
+    if r is not None:  # reported under the chosen record's own named key
         metric = next((k for k in score_keys if k.startswith("fid")
-                       and isinstance(r.get(k), (int, float))), rank_key)
-        best = {"step": step, "metric": metric, "value": r[metric]}
+                       and isinstance(r.get(k), (int, float))), "fid")
+        best = {"step": r["step"], "metric": metric, "value": r[metric]}
     return {"available": True, "train": groups["train"], "eval": evals,
             "events": groups["health"], "score_keys": score_keys, "best": best,
             "training": is_training(run_dir)}
