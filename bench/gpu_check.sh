@@ -309,14 +309,17 @@ if want inception; then
 fi
 
 # 5. issue 15's small-data rows at 128 px, with what time is left: two rows of M minutes each
-#    (at least 1.5) plus OVERHEAD seconds of preparing, scoring and starting processes. It
+#    (at least 1.5) plus OVERHEAD seconds of preparing, scoring and starting processes. The
+#    two rows train side by side on the one GPU (GPU_CHECK_SMALLDATA_JOBS=1: one after the
+#    other, each with half the time), so both share it alike and each gets all the minutes. It
 #    writes its own section (bench_smalldata:128 markers) and grids (docs/images/smalldata-128-*)
 #    into this copy of docs/; a dry run: 48 sprites, seconds of training, nothing under docs/.
 if want smalldata; then
     OVERHEAD=$([[ $DRY == 1 ]] && echo 60 || echo 100)
-    minutes=$(awk -v l="$(left)" -v o=$OVERHEAD 'BEGIN {m = int((l - o) / 2 / 6) / 10
-        print (m > 0 ? m : 0)}')
-    small=(--rows default,dcgan --work "$RESULTS/smalldata")
+    JOBS=${GPU_CHECK_SMALLDATA_JOBS:-2}
+    minutes=$(awk -v l="$(left)" -v o=$OVERHEAD -v j="$JOBS" 'BEGIN {
+        m = int((l - o) / (j > 1 ? 1 : 2) / 6) / 10; print (m > 0 ? m : 0)}')
+    small=(--rows default,dcgan --jobs "$JOBS" --work "$RESULTS/smalldata")
     if [[ ! -d $SPRITES ]]; then
         echo "not run: no sprites in $SPRITES (bench/gpu_carry.sh)" > "$RESULTS/smalldata.txt"
     elif [[ $DRY == 1 ]]; then
@@ -331,7 +334,8 @@ if want smalldata; then
         mkdir -p "$RESULTS/images"
         cp docs/images/smalldata-128-*.jpg "$RESULTS/images/" 2>/dev/null
     else
-        echo "not run: $(left) s were left; two rows of 1.5 minutes need $((180 + OVERHEAD))" \
+        echo "not run: $(left) s were left; two rows of 1.5 minutes need" \
+            "$(( (JOBS > 1 ? 90 : 180) + OVERHEAD ))" \
             "(GPU_CHECK_STEPS=smalldata runs it alone)" > "$RESULTS/smalldata.txt"
     fi
     if [[ -f $RESULTS/smalldata/results.json ]]; then
