@@ -171,7 +171,7 @@ def cmd_step(a: argparse.Namespace) -> None:
                 # compile: the first interval holds the compilation; give it time
                 secs = a.seconds + (a.compile_seconds if extra.get("compile") else 0)
                 measure(name, lambda run=run, extra=extra, secs=secs: ganforge_step(
-                    layers + [extra], run, secs, 1 if a.dry_run else 20,
+                    layers + [extra], run, secs, 1 if a.dry_run else 5,
                     steps=4 if a.dry_run else 0))  # dry run: 4 steps, whatever they take
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in
                                                   results.items() if v), flush=True)
