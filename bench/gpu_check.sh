@@ -6,7 +6,8 @@
 #      float32 loop of the same model, real images/s
 #   4. Inception features/s and FID, float32 vs tf32 vs bfloat16, on the same 2,000+2,000 images
 #   5. only if time is left (>= 1.5 minutes per row) and .gpu-carry/pokemon-bw exists: issue
-#      15's small-data rows at 128 px (bench/bench_smalldata.py, rows default and dcgan)
+#      15's small-data rows at 128 px (bench/bench_smalldata.py, rows default, dcgan and the
+#      default at batch 64), side by side on the GPU
 #   6. the figures into docs/BENCHMARKS.md (between the gpu_check markers)
 #
 # On this project's device machines (one H200; no network, no package index; files travel
@@ -226,7 +227,7 @@ to_out() {  # the small files of $RESULTS (no datasets, weights or checkpoints) 
     mv "$OUT/results.tgz.part" "$OUT/results.tgz"
     [[ -f $RESULTS/gpu_check.md ]] && cp "$RESULTS/gpu_check.md" "$OUT/"
     # the 128 px grids as files of their own: the tarball above may have had to leave them out
-    # (the device tool returns 8 files: these 3, the 4 of the report and the tarball)
+    # (the device tool returns 8 files: these 4, the tarball and the 3 of the report)
     [[ -d $RESULTS/images ]] && cp "$RESULTS"/images/*.jpg "$OUT/" 2>/dev/null
     return 0
 }
@@ -311,18 +312,21 @@ if want inception; then
     fi
 fi
 
-# 5. issue 15's small-data rows at 128 px, with what time is left: two rows of M minutes each
+# 5. issue 15's small-data rows at 128 px, with what time is left: three rows of M minutes each
 #    (at least 1.5) plus OVERHEAD seconds of preparing, scoring and starting processes. The
-#    two rows train side by side on the one GPU (GPU_CHECK_SMALLDATA_JOBS=1: one after the
-#    other, each with half the time), so both share it alike and each gets all the minutes. It
+#    rows train side by side on the one GPU (GPU_CHECK_SMALLDATA_JOBS=1: one after the other,
+#    each with its share of the time), so all share it alike and each gets all the minutes.
+#    The third row asks whether the recipe's batch 16 (chosen on a 2-core CPU) wastes a GPU:
+#    on the H200 it ran 23 steps/s, host-bound, where DCGAN at batch 64 ran 43. It
 #    writes its own section (bench_smalldata:128 markers) and grids (docs/images/smalldata-128-*)
 #    into this copy of docs/; a dry run: 48 sprites, seconds of training, nothing under docs/.
 if want smalldata; then
     OVERHEAD=$([[ $DRY == 1 ]] && echo 60 || echo 100)
-    JOBS=${GPU_CHECK_SMALLDATA_JOBS:-2}
+    JOBS=${GPU_CHECK_SMALLDATA_JOBS:-3}
     minutes=$(awk -v l="$(left)" -v o=$OVERHEAD -v j="$JOBS" 'BEGIN {
-        m = int((l - o) / (j > 1 ? 1 : 2) / 6) / 10; print (m > 0 ? m : 0)}')
-    small=(--rows default,dcgan --jobs "$JOBS" --work "$RESULTS/smalldata")
+        m = int((l - o) / (j > 2 ? 1 : 3 / j) / 6) / 10; print (m > 0 ? m : 0)}')
+    small=(--rows default,dcgan --extra "default-b64=--set batch_size=64" --jobs "$JOBS"
+           --work "$RESULTS/smalldata")
     if [[ ! -d $SPRITES ]]; then
         echo "not run: no sprites in $SPRITES (bench/gpu_carry.sh)" > "$RESULTS/smalldata.txt"
     elif [[ $DRY == 1 ]]; then
@@ -337,8 +341,8 @@ if want smalldata; then
         mkdir -p "$RESULTS/images"
         cp docs/images/smalldata-128-*.jpg "$RESULTS/images/" 2>/dev/null
     else
-        echo "not run: $(left) s were left; two rows of 1.5 minutes need" \
-            "$(( (JOBS > 1 ? 90 : 180) + OVERHEAD ))" \
+        echo "not run: $(left) s were left; three rows of 1.5 minutes need" \
+            "$(( (JOBS > 2 ? 90 : 270 / JOBS) + OVERHEAD ))" \
             "(GPU_CHECK_STEPS=smalldata runs it alone)" > "$RESULTS/smalldata.txt"
     fi
     if [[ -f $RESULTS/smalldata/results.json ]]; then

@@ -61,11 +61,11 @@ def choose(n_images: int, size: int, channels: int, device: str, world: int = 1)
                      ema=0.999, batch_size=batch, lr_g=lr, lr_d=lr, amp="auto",
                      steps=DEFAULT_STEPS)
     if not gpu:
-        # Same sprites, 10 minutes side by side: G width 16 (D 32) fid1k 119.5 at 3,879
-        # steps, where width 32 had 150.1 at 2,620 and its quick FID stopped falling after
-        # 2,000 steps; G and D 16 scored 129.2, and width 64 made 1,348 steps, its quick FID
-        # behind width 32 at the same step.
-        overrides["g_width"] = 16
+        # Same sprites, 10 minutes, two runs side by side, one thread each (fid1k): G width 8
+        # (D 32) 105.8 at 4,046 steps; 16 119.5 at 3,879; 32 150.1 at 2,620 (its quick FID
+        # stopped falling after 2,000 steps); 4 stayed behind 8 at every step (quick FID 156.8
+        # vs 136.4 at the end); D 64 under G 8 made 2,234 steps; D 16 under G 16 scored 129.2.
+        overrides["g_width"] = 8
     width = f", G width {overrides['g_width']}" if "g_width" in overrides else ""
     return Recipe("small-data", f"{what}: few enough that D would memorise them; the "
                   "FastGAN-style small-data GAN with differentiable augmentation "

@@ -20,7 +20,7 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     assert small.overrides["lr_g"] == 1e-3 and choose(775, 256, 3, "cuda").overrides[
         "lr_g"] == 2e-4
     # on a CPU a G half as wide as D (measured on the sprites); on a GPU the variant's own
-    assert small.overrides["g_width"] == 16 and "g_width" not in choose(775, 64, 3,
+    assert small.overrides["g_width"] == 8 and "g_width" not in choose(775, 64, 3,
                                                                          "cuda").overrides
     # under torchrun the global batch keeps 16 images per process
     assert small.overrides["batch_size"] == 16
@@ -40,7 +40,7 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
 def test_no_variant_picks_a_recipe_says_why_and_records_it(color_folder, tmp_path):
     run = tmp_path / "run"
     r = run_cli("train", "--data", str(color_folder), "--size", "32", "--out", str(run),
-                "--steps", "2", "--set", "sample_every=2", *TINY)
+                "--steps", "2", "--set", "sample_every=2", *TINY, "--set", "g_width=4")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()  # the data's prepare report, then the recipe, ...
     first = next(x for x in lines if x.startswith("recipe:"))
@@ -49,7 +49,7 @@ def test_no_variant_picks_a_recipe_says_why_and_records_it(color_folder, tmp_pat
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["variant"] == "small-data" and cfg["augment"] and first.endswith(
         f"({cfg['recipe'].split(' (', 1)[1]}")
-    assert cfg["g_width"] == 8  # the user's --set still wins over the recipe
+    assert cfg["g_width"] == 4  # the user's --set still wins over the recipe (8)
     assert f"ganforge serve {run}" in r.stdout and f"ganforge sample {run}" in r.stdout
     # naming a variant: no recipe
     r = run_cli("train", "--data", str(color_folder), "--size", "32", "--variant", "dcgan",
