@@ -221,14 +221,11 @@ to_out() {  # the small files of $RESULTS (no datasets, weights or checkpoints) 
         --exclude='*.safetensors' --exclude='*.pt' --exclude='*.gz' . 2>/dev/null
     if (( $(stat -c %s "$OUT/results.tgz.part") > 15 * 1024 * 1024 )); then  # 16 MiB a file
         (cd "$RESULTS" && find . -name '*.json' -o -name '*.jsonl' -o -name '*.log' \
-            -o -name '*.txt' -o -name '*.md' -o -name '*.tsv') |
+            -o -name '*.txt' -o -name '*.md' -o -name '*.tsv' -o -path './images/*.jpg') |
             tar -czf "$OUT/results.tgz.part" -C "$RESULTS" -T -
     fi
     mv "$OUT/results.tgz.part" "$OUT/results.tgz"
     [[ -f $RESULTS/gpu_check.md ]] && cp "$RESULTS/gpu_check.md" "$OUT/"
-    # the 128 px grids as files of their own: the tarball above may have had to leave them out
-    # (the device tool returns 8 files: these 4, the tarball and the 3 of the report)
-    [[ -d $RESULTS/images ]] && cp "$RESULTS"/images/*.jpg "$OUT/" 2>/dev/null
     return 0
 }
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log, record the duration
@@ -317,14 +314,21 @@ fi
 #    rows train side by side on the one GPU (GPU_CHECK_SMALLDATA_JOBS=1: one after the other,
 #    each with its share of the time), so all share it alike and each gets all the minutes.
 #    The third row asks whether the recipe's batch 16 (chosen on a 2-core CPU) wastes a GPU:
-#    on the H200 it ran 23 steps/s, host-bound, where DCGAN at batch 64 ran 43. It
+#    on the H200 it ran 17 steps/s, host-bound, where DCGAN at batch 64 ran 46. It
 #    writes its own section (bench_smalldata:128 markers) and grids (docs/images/smalldata-128-*)
 #    into this copy of docs/; a dry run: 48 sprites, seconds of training, nothing under docs/.
+small_section() {  # the 128 px section of docs/BENCHMARKS.md as it stands
+    sed -n '/<!-- bench_smalldata:128:start -->/,/<!-- bench_smalldata:128:end -->/p' \
+        docs/BENCHMARKS.md 2>/dev/null
+}
+SMALL_BEFORE=$(small_section | md5sum)  # returned only when this run rewrote it
 if want smalldata; then
     OVERHEAD=$([[ $DRY == 1 ]] && echo 60 || echo 100)
     JOBS=${GPU_CHECK_SMALLDATA_JOBS:-3}
-    minutes=$(awk -v l="$(left)" -v o=$OVERHEAD -v j="$JOBS" 'BEGIN {
-        m = int((l - o) / (j > 2 ? 1 : 3 / j) / 6) / 10; print (m > 0 ? m : 0)}')
+    [[ $JOBS =~ ^[1-9][0-9]*$ ]] || JOBS=3
+    ROUNDS=$(( (3 + JOBS - 1) / JOBS ))  # three rows, JOBS at a time
+    minutes=$(awk -v l="$(left)" -v o=$OVERHEAD -v r="$ROUNDS" 'BEGIN {
+        m = int((l - o) / r / 6) / 10; print (m > 0 ? m : 0)}')
     small=(--rows default,dcgan --extra "default-b64=--set batch_size=64" --jobs "$JOBS"
            --work "$RESULTS/smalldata")
     if [[ ! -d $SPRITES ]]; then
@@ -340,9 +344,10 @@ if want smalldata; then
             --minutes "$minutes" --n 1000 --sprites "$SPRITES" "${small[@]}"
         mkdir -p "$RESULTS/images"
         cp docs/images/smalldata-128-*.jpg "$RESULTS/images/" 2>/dev/null
+        to_out
     else
         echo "not run: $(left) s were left; three rows of 1.5 minutes need" \
-            "$(( (JOBS > 2 ? 90 : 270 / JOBS) + OVERHEAD ))" \
+            "$(( 90 * ROUNDS + OVERHEAD ))" \
             "(GPU_CHECK_STEPS=smalldata runs it alone)" > "$RESULTS/smalldata.txt"
     fi
     if [[ -f $RESULTS/smalldata/results.json ]]; then
@@ -367,9 +372,8 @@ say "report"
 timeout 60 "$PY" bench/bench_gpu.py report "$RESULTS" --doc "$DOC"
 if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
     cp "$DOC" "$OUT/BENCHMARKS.md"
-    grep -q '<!-- bench_smalldata:128:start -->' "$DOC" && [[ -f $RESULTS/smalldata/results.json &&
-        $DRY == 0 ]] && sed -n '/<!-- bench_smalldata:128:start -->/,/<!-- bench_smalldata:128:end -->/p' \
-        "$DOC" > "$OUT/smalldata-128.md"
+    [[ $DRY == 0 && $(small_section | md5sum) != "$SMALL_BEFORE" ]] &&
+        small_section > "$OUT/smalldata-128.md"
     to_out
     echo "gpu_check: copied to \$OUT: $(cd "$OUT" && echo *)"
 fi
