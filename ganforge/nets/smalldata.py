@@ -111,8 +111,10 @@ class SmallDataGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.to_image(self.features(z)[self.native])  # [N, C, native, native]
         if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                              antialias=True, align_corners=False)
+            # in float32: CPUs have no bfloat16 kernel for the antialiased resize, so under
+            # bf16 autocast (amp=auto) a size off the native ones (28, 48, 96 px) would fail
+            x = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear",
+                              antialias=True, align_corners=False).to(x.dtype)
         return x
 
 
