@@ -10,11 +10,9 @@ title. :func:`plot_series` says what each plot would draw without drawing anythi
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ganforge import io, selection
 
@@ -83,17 +81,15 @@ class PlotData:
     events: list[tuple[int, str]]  # health events (step, problem)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _series(records: list[dict], key: str) -> Series:
-    pts = [(r["step"], float(r[key])) for r in records if _number(r.get(key))]
+    pts = [(r["step"], float(r[key])) for r in records
+           if selection.is_finite_number(r.get(key))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def _keys(records: list[dict], wanted: tuple[str, ...]) -> list[str]:
-    present = list(dict.fromkeys(k for r in records for k, v in r.items() if _number(v)))
+    present = list(dict.fromkeys(k for r in records for k, v in r.items()
+                                 if selection.is_finite_number(v)))
     out: list[str] = []
     for w in wanted:
         if w.startswith("re:"):

@@ -49,7 +49,8 @@ def best_step(scores: Iterable[tuple[int, float]]) -> int | None:
     return best
 
 
-def _finite(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """A real, finite number (not a bool): a figure a record can be ranked or plotted by."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -57,7 +58,7 @@ def best_eval(evals: list[dict[str, Any]], named: str | None) -> dict[str, Any] 
     """The eval record (metrics.jsonl) of the best checkpoint, ranked as the trainer ranked
     them: by its `fid` alias where logged (a resume may change eval_n and with it the named
     key), else by `named` (a protocol-named FID such as fid5k_test)."""
-    key = "fid" if any(_finite(r.get("fid")) for r in evals) else named
-    scored = [r for r in evals if key and _finite(r.get(key))]
+    key = "fid" if any(is_finite_number(r.get("fid")) for r in evals) else named
+    scored = [r for r in evals if key and is_finite_number(r.get(key))]
     step = best_step((r["step"], r[key]) for r in scored)
     return None if step is None else next(r for r in reversed(scored) if r["step"] == step)

@@ -19,7 +19,7 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     # the measured CPU learning rate; the paper's on a GPU
     assert small.overrides["lr_g"] == 1e-3 and choose(775, 256, 3, "cuda").overrides[
         "lr_g"] == 2e-4
-    # on a CPU a G half as wide as D (measured on the sprites); on a GPU the variant's own
+    # on a CPU a G a quarter as wide as D (measured on the sprites); on a GPU the variant's own
     assert small.overrides["g_width"] == 8 and "g_width" not in choose(775, 64, 3,
                                                                          "cuda").overrides
     # under torchrun the global batch keeps 16 images per process
