@@ -5,6 +5,7 @@
 # fid5k_test (5,000 samples vs the 10,000 test images), with a 6x6 sample grid of each.
 #
 #   bash bench/default_fmnist.sh [WORK_DIR] [MINUTES]      # default: a temp dir, 10 minutes
+#   ROWS=new bash bench/default_fmnist.sh ...             # only today's default
 #
 # Run it on an otherwise idle machine: the default's figure depends on the steps it gets.
 set -euo pipefail
@@ -14,14 +15,17 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)  # relative to where it was called from
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for row in new old; do
+ROWS=${ROWS:-new old}
+for row in $ROWS; do
     [[ -e $WORK/$row ]] && { echo "$WORK/$row exists: give an empty WORK_DIR" >&2; exit 2; }
 done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$PY" -m ganforge train --data fashion-mnist --minutes "$MINUTES" --out "$WORK/new" --no-progress
-"$PY" -m ganforge train --data fashion-mnist --variant dcgan --out "$WORK/old" --no-progress
+[[ $ROWS == *new* ]] && "$PY" -m ganforge train --data fashion-mnist --minutes "$MINUTES" \
+    --out "$WORK/new" --no-progress
+[[ $ROWS == *old* ]] && "$PY" -m ganforge train --data fashion-mnist --variant dcgan \
+    --out "$WORK/old" --no-progress
 echo "load after training: $(cut -d' ' -f1-3 /proc/loadavg)"
-for row in new old; do
+for row in $ROWS; do
     "$PY" -m ganforge evaluate "$WORK/$row" --ref fashion-mnist:test --n 5000 --metrics fid,kid \
         --json --no-progress > "$WORK/$row.json"
     "$PY" -m ganforge sample "$WORK/$row" --n 36 --grid "$WORK/$row-grid.png" --seed 0 >/dev/null
@@ -32,4 +36,4 @@ print(f"{sys.argv[2]}: fid5k_test {r['fid5k_test']:.2f}, kid5k_test {r['kid5k_te
       f"(checkpoint of step {r['step']})")
 PYEOF
 done
-echo "grids: $WORK/new-grid.png $WORK/old-grid.png"
+echo "grids: $(for row in $ROWS; do printf '%s ' "$WORK/$row-grid.png"; done)"

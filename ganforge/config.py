@@ -46,6 +46,10 @@ class TrainConfig:
     g_width: int = _f(64, "generator width (channels of its last hidden layer)", min=1, max=4096)
     d_width: int = _f(64, "discriminator width (channels of its first layer)", min=1, max=4096)
     max_width: int = _f(512, "cap on the channels of any conv layer", min=1, max=8192)
+    g_convs: int = _f(0, "DCGAN-family G: extra 3x3 convolutions at each hidden resolution "
+                      "(0 = the DCGAN paper's)", min=0, max=8)
+    d_convs: int = _f(0, "DCGAN-family D: extra 3x3 convolutions at each resolution (0 = the "
+                      "DCGAN paper's; 1 = SNGAN's standard-CNN critic layout)", min=0, max=8)
     d_norm: str = _f(
         "batch", "critic normalisation", choices=("batch", "instance", "layer", "none", "spectral")
     )
@@ -306,10 +310,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 PRESETS: dict[str, dict[str, Any]] = {
     # Fashion-MNIST-sized data on a laptop/CI CPU, tuned for FID per minute of training
     # (bench/bench_quality.py; the steps behind the choices are in docs/BENCHMARKS.md): a G
-    # twice as wide as D, Adam at 10x the DCGAN learning rate with an EMA of G (the EMA
-    # averages out the noise that rate brings), bf16 where the CPU has it natively.
-    "fast": dict(variant="dcgan", g_width=64, d_width=32, batch_size=64, lr_g=2e-3, lr_d=2e-3,
-                 ema=0.999, amp="auto", steps=1_000_000, log_every=25, sample_every=250),
+    # twice as wide as D, a 3x3 conv beside each of D's stride-2 ones, Adam at 10x the DCGAN
+    # learning rate with an EMA of G (the EMA averages out the noise that rate brings), bf16
+    # where the CPU has it natively.
+    "fast": dict(variant="dcgan", g_width=64, d_width=32, d_convs=1, batch_size=64, lr_g=2e-3,
+                 lr_d=2e-3, ema=0.999, amp="auto", steps=1_000_000, log_every=25,
+                 sample_every=250),
     # The same recipe sized for a GPU: wider nets, larger batches, channels-last bf16.
     # Not yet tuned on a GPU (none was available when it was written).
     "gpu": dict(variant="dcgan", g_width=128, d_width=64, batch_size=256, lr_g=2e-3,

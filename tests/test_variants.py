@@ -122,3 +122,27 @@ def test_generator_covers_sizes(size):
     assert 3 <= base <= 7 and base * 2**ups >= size
     G = DCGANGenerator(8, size, 3, width=4, max_width=16)
     assert G(torch.randn(2, 8)).shape == (2, 3, size, size)
+
+
+def test_extra_convolutions_per_resolution():
+    """g_convs/d_convs add 3x3 stride-1 convolutions at every hidden resolution (28 px: 7 and
+    14 in G, 14 and 7 in D); 0 keeps the paper's layers and so the old checkpoints' keys."""
+    def convs3(net: nn.Module) -> list[tuple[int, int]]:
+        return [(m.in_channels, m.out_channels) for m in net.modules()
+                if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+
+    cfg = build_config([{"variant": "dcgan", "g_width": 8, "d_width": 4, "g_convs": 1,
+                         "d_convs": 2}])
+    nets = get_variant("dcgan").build(cfg, 28, 1)
+    assert convs3(nets["G"]) == [(16, 16), (8, 8)]
+    assert convs3(nets["D"]) == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    assert nets["G"](torch.randn(3, cfg.z_dim)).shape == (3, 1, 28, 28)
+    assert nets["D"](torch.randn(3, 1, 28, 28)).shape == (3,)
+    plain = get_variant("dcgan").build(build_config([{"variant": "dcgan"}]), 28, 1)
+    assert convs3(plain["G"]) == convs3(plain["D"]) == []
+    assert list(plain["G"].state_dict()) == [
+        "project.0.weight", *[f"project.2.{k}" for k in ("weight", "bias", "running_mean",
+                                                          "running_var", "num_batches_tracked")],
+        "blocks.0.weight", *[f"blocks.1.{k}" for k in ("weight", "bias", "running_mean",
+                                                        "running_var", "num_batches_tracked")],
+        "blocks.3.weight", "blocks.3.bias"]

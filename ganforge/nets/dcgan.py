@@ -3,6 +3,10 @@
 The generator starts from a base grid b x b (b in 3..7) and doubles it with stride-2
 transposed convolutions: 28 = 7*4, 32 = 4*8, 64 = 4*16, 80 = 5*16, 128 = 4*32, 256 = 4*64.
 Sizes that are not b*2^k are generated at the next such size and resized down.
+
+`convs` adds that many 3x3 stride-1 convolutions (with the network's norm and activation) at
+every hidden resolution of either network: 0 is the DCGAN paper's; 1 in D is the layout of
+SNGAN's "standard CNN" critic (a 3x3 conv beside each stride-2 one).
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ def plan_generator(size: int) -> tuple[int, int]:
     return best
 
 
+def _refine(width: int, convs: int) -> list[nn.Module]:
+    """`convs` x (3x3 conv, BatchNorm, ReLU) at one resolution of G."""
+    layers: list[nn.Module] = []
+    for _ in range(convs):
+        layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(True)]
+    return layers
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int, size: int, channels: int, width: int = 64,
-                 max_width: int = 512):
+                 max_width: int = 512, convs: int = 0):
         super().__init__()
         self.size = size
         base, ups = plan_generator(size)
@@ -41,11 +54,12 @@ class DCGANGenerator(nn.Module):
             nn.Unflatten(1, (widths[0], base, base)),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(True),
+            *_refine(widths[0], convs),
         )
         blocks: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             blocks += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(w_out), nn.ReLU(True)]
+                       nn.BatchNorm2d(w_out), nn.ReLU(True), *_refine(w_out, convs)]
         blocks += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
         init_dcgan_weights(self)
@@ -63,7 +77,7 @@ class DCGANDiscriminator(nn.Module):
     one linear logit. norm='spectral' puts spectral normalisation on every layer."""
 
     def __init__(self, size: int, channels: int, width: int = 64, max_width: int = 512,
-                 norm: str = "batch"):
+                 norm: str = "batch", convs: int = 0):
         super().__init__()
         sn = norm == "spectral"
         layers: list[nn.Module] = []
@@ -76,6 +90,9 @@ class DCGANDiscriminator(nn.Module):
             if not first:
                 layers.append(norm2d(norm, c_out, s))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+            for _ in range(convs):
+                layers += [maybe_sn(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm != "batch"), sn),
+                           norm2d(norm, c_out, s), nn.LeakyReLU(0.2, inplace=True)]
             c_in, c_out, first = c_out, min(c_out * 2, max_width), False
         self.features = nn.Sequential(*layers)
         self.head = maybe_sn(nn.Linear(c_in * s * s, 1), sn)

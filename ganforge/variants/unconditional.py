@@ -24,9 +24,10 @@ class MLPGAN(Variant):
 class _ConvVariant(Variant):
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
-        return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width),
+        return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width,
+                                    cfg.g_convs),
                 "D": DCGANDiscriminator(size, channels, cfg.d_width, cfg.max_width,
-                                        cfg.d_norm)}
+                                        cfg.d_norm, cfg.d_convs)}
 
 
 class DCGAN(_ConvVariant):
