@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ROWS=${ROWS:-new old}
 for row in $ROWS; do
+    [[ $row == new || $row == old ]] || { echo "ROWS: new and/or old, not '$row'" >&2; exit 2; }
+done
+for row in $ROWS; do
     [[ -e $WORK/$row ]] && { echo "$WORK/$row exists: give an empty WORK_DIR" >&2; exit 2; }
 done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"

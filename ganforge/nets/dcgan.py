@@ -73,8 +73,9 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, then
-    one linear logit. norm='spectral' puts spectral normalisation on every layer."""
+    """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, each
+    followed by `convs` 3x3 convs with `norm` (the first block's too), then one linear logit.
+    norm='spectral' puts spectral normalisation on every layer."""
 
     def __init__(self, size: int, channels: int, width: int = 64, max_width: int = 512,
                  norm: str = "batch", convs: int = 0):
