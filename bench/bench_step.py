@@ -1,6 +1,6 @@
 """Speed of ganforge's training step against a plain float32 PyTorch loop of the same model.
 
-    python bench/bench_step.py                         # fast preset (DCGAN, width 32, batch 64)
+    python bench/bench_step.py                         # fast preset (DCGAN 64/32, d_convs 1)
     python bench/bench_step.py --set batch_size=256    # same, larger batch
     python bench/bench_step.py --preset dcgan --seconds 30 --rounds 3
 
@@ -131,8 +131,9 @@ def main() -> None:
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items()),
                   flush=True)
     plain = statistics.median(results["plain fp32 loop"])
+    depth = "".join(f", {k} {getattr(cfg, k)}" for k in ("g_convs", "d_convs") if getattr(cfg, k))
     what = (f"`{args.preset}` preset{' + ' + ' '.join(args.set) if args.set else ''}: "
-            f"{cfg.variant} G/D width {cfg.g_width}/{cfg.d_width}, {images.shape[-1]}px, "
+            f"{cfg.variant} G/D width {cfg.g_width}/{cfg.d_width}{depth}, {images.shape[-1]}px, "
             f"batch {cfg.batch_size}")
     for name, values in results.items():
         ips = statistics.median(values)

@@ -173,6 +173,33 @@ def test_second_run_into_same_dir_and_resume_without_run(fmnist_dir, tmp_path):
         train(None, tmp_path / "empty", resume=True, progress=False)
 
 
+def test_resume_of_a_checkpoint_older_than_a_config_key(fmnist_dir, tmp_path):
+    """A checkpoint written before a config key existed (here g_convs/d_convs) resumes with
+    the key at its default: setting that default is no change, another value is refused."""
+    import hashlib
+    import struct
+
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    run = tmp_path / "run"
+    train(cfg_for(fmnist_dir, variant="dcgan", steps=2), run, progress=False)
+    latest = run / "checkpoints" / "latest.safetensors"
+    raw = latest.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    meta = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["ganforge"])
+    for key in ("g_convs", "d_convs"):
+        del meta["config"][key]
+    plain = {k: v for k, v in meta.items() if k not in ("content_sha256", "header_sha256")}
+    meta["header_sha256"] = hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+    latest.write_bytes(st_save(st_load(raw), metadata={"ganforge": json.dumps(meta)}))
+    with pytest.raises(GanforgeError, match="cannot change d_convs"):
+        train(None, run, resume=True, overrides={"d_convs": 1, "steps": 4}, progress=False)
+    result = train(None, run, resume=True, overrides={"d_convs": 0, "g_convs": 0, "steps": 4},
+                   progress=False)
+    assert result.step == 4
+
+
 def _tree(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != "train.lock"}

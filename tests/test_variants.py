@@ -146,3 +146,25 @@ def test_extra_convolutions_per_resolution():
         "blocks.0.weight", *[f"blocks.1.{k}" for k in ("weight", "bias", "running_mean",
                                                         "running_var", "num_batches_tracked")],
         "blocks.3.weight", "blocks.3.bias"]
+    assert list(plain["D"].state_dict()) == [
+        "features.0.weight", "features.0.bias", "features.2.weight",
+        *[f"features.3.{k}" for k in ("weight", "bias", "running_mean", "running_var",
+                                      "num_batches_tracked")],
+        "head.weight", "head.bias"]
+
+
+def test_extra_convolutions_reach_cgan_and_are_refused_where_unread():
+    """cgan's projection D takes d_convs like the DCGAN D it wraps; a variant whose networks
+    do not read g_convs/d_convs refuses them instead of silently training without them."""
+    from ganforge.errors import GanforgeError
+
+    cfg = build_config([{"variant": "cgan", "d_width": 4, "d_convs": 1}])
+    get_variant("cgan").check(cfg)
+    D = get_variant("cgan").build(cfg, 28, 1, 10)["D"]
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in D.modules()) == 2
+    assert D(torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])).shape == (3,)
+    for variant, key in [("cgan", "g_convs"), ("mlp", "d_convs"), ("small-data", "g_convs"),
+                         ("pix2pix", "d_convs"), ("cyclegan", "g_convs")]:
+        with pytest.raises(GanforgeError, match=f"{key}.*{variant} does not read it"):
+            extra = {"data_b": "domain-b"} if variant == "cyclegan" else {}
+            get_variant(variant).check(build_config([{"variant": variant, key: 1, **extra}]))

@@ -120,12 +120,13 @@ class ConditionalGenerator(nn.Module):
 class ProjectionDiscriminator(nn.Module):
     """D(x, c) -> [N]: the DCGAN discriminator's logit plus the inner product of the
     condition's embedding with the spatially summed last features. c: class indices [N], or
-    caption embeddings [N, text_dim] when `text_dim` > 0."""
+    caption embeddings [N, text_dim] when `text_dim` > 0. `convs`: the DCGAN discriminator's
+    extra 3x3 convolutions per resolution (`d_convs`)."""
 
     def __init__(self, n_classes: int, size: int, channels: int, width: int = 64,
-                 max_width: int = 512, norm: str = "batch", text_dim: int = 0):
+                 max_width: int = 512, norm: str = "batch", text_dim: int = 0, convs: int = 0):
         super().__init__()
-        self.base = DCGANDiscriminator(size, channels, width, max_width, norm)
+        self.base = DCGANDiscriminator(size, channels, width, max_width, norm, convs)
         feat = self.base.head.in_features if not hasattr(self.base.head, "parametrizations") \
             else self.base.head.parametrizations.weight.original.shape[1]
         n_feat = self._feature_channels(feat)

@@ -52,6 +52,9 @@ class Variant:
     kind: str = "unconditional"
     two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
+    # the config keys of extra convolutions per resolution (`g_convs`, `d_convs`) this
+    # variant's networks read; any other variant refuses them rather than ignore them
+    depth_keys: tuple[str, ...] = ()
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
@@ -83,6 +86,10 @@ class Variant:
         if cfg.mirror and self.kind == "translation":
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
+        for key in ("g_convs", "d_convs"):
+            if getattr(cfg, key) and key not in self.depth_keys:
+                raise GanforgeError(f"{key} adds 3x3 convolutions to DCGAN-family networks; "
+                                    f"{self.name} does not read it (set {key}=0)")
         if cfg.data_b and not self.two_domains:
             raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 

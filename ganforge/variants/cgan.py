@@ -27,6 +27,7 @@ from ganforge.variants.base import Batch, Stats, Variant, adversarial_g
 class CGAN(Variant):
     name = "cgan"
     kind = "conditional"
+    depth_keys = ("d_convs",)  # G's conditional BatchNorm layers have no g_convs
     description = ("conditional (class label or caption): [z, embed(c)] -> DCGAN G with "
                    "conditional BatchNorm, projection D, hinge + SN")
     # mode_seeking 0.1: without it, G ignores z at short budgets (one image per class)
@@ -62,7 +63,7 @@ class CGAN(Variant):
                                  channels, cfg.g_width, cfg.max_width, text_dim=text_dim,
                                  cond_norm=cfg.cond_norm)
         D = ProjectionDiscriminator(n_classes, size, channels, cfg.d_width, cfg.max_width,
-                                    cfg.d_norm, text_dim=text_dim)
+                                    cfg.d_norm, text_dim=text_dim, convs=cfg.d_convs)
         if text_dim and self._captions is not None \
                 and self._captions[0] == self._caption_key(cfg, n_classes):
             bank = self._captions[1]

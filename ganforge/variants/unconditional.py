@@ -22,6 +22,8 @@ class MLPGAN(Variant):
 
 
 class _ConvVariant(Variant):
+    depth_keys = ("g_convs", "d_convs")
+
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width,
