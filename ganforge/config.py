@@ -50,6 +50,8 @@ class TrainConfig:
                       "(0 = the DCGAN paper's)", min=0, max=8)
     d_convs: int = _f(0, "DCGAN-family D: extra 3x3 convolutions at each resolution (0 = the "
                       "DCGAN paper's; 1 = SNGAN's standard-CNN critic layout)", min=0, max=8)
+    d_mbstd: int = _f(0, "DCGAN-family D: group size of a minibatch-standard-deviation channel "
+                      "before D's logit (ProGAN; 0 = off, 4 = ProGAN's)", min=0, max=64)
     d_norm: str = _f(
         "batch", "critic normalisation", choices=("batch", "instance", "layer", "none", "spectral")
     )

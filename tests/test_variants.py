@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ganforge.config import build_config
+from ganforge.errors import GanforgeError
 from ganforge.nets.dcgan import DCGANGenerator, plan_generator
 from ganforge.train import make_optimizer
 from ganforge.variants import REGISTRY, get_variant
@@ -109,8 +110,6 @@ def test_wgan_gp_critic_has_no_batchnorm_and_sngan_is_spectral():
 
 
 def test_gradient_penalty_with_batchnorm_is_refused():
-    from ganforge.errors import GanforgeError
-
     cfg = build_config([{"variant": "wgan-gp", "d_norm": "batch"}])
     with pytest.raises(GanforgeError, match="BatchNorm"):
         get_variant("wgan-gp").check(cfg)
@@ -156,8 +155,6 @@ def test_extra_convolutions_per_resolution():
 def test_extra_convolutions_reach_cgan_and_are_refused_where_unread():
     """cgan's projection D takes d_convs like the DCGAN D it wraps; a variant whose networks
     do not read g_convs/d_convs refuses them instead of silently training without them."""
-    from ganforge.errors import GanforgeError
-
     cfg = build_config([{"variant": "cgan", "d_width": 4, "d_convs": 1}])
     get_variant("cgan").check(cfg)
     D = get_variant("cgan").build(cfg, 28, 1, 10)["D"]
@@ -168,3 +165,34 @@ def test_extra_convolutions_reach_cgan_and_are_refused_where_unread():
         with pytest.raises(GanforgeError, match=f"{key}.*{variant} does not read it"):
             extra = {"data_b": "domain-b"} if variant == "cyclegan" else {}
             get_variant(variant).check(build_config([{"variant": variant, key: 1, **extra}]))
+    with pytest.raises(GanforgeError, match="cgan does not read it"):
+        get_variant("cgan").check(build_config([{"variant": "cgan", "d_mbstd": 4}]))
+
+
+def test_minibatch_std_channel():
+    """The appended channel is, for every image, the mean over features and positions of the
+    per-feature population std within its group (images i, i + N/g, ...), computed here with
+    numpy; a collapsed batch (all images equal) gets 0 there, and D's logit reads it."""
+    from ganforge.nets.layers import MinibatchStd
+
+    x = torch.randn(8, 3, 2, 2)
+    y = MinibatchStd(4)(x)
+    assert y.shape == (8, 4, 2, 2) and torch.equal(y[:, :3], x)
+    xs = x.numpy().astype(np.float64)
+    for i in range(8):
+        group = xs[[i % 2, i % 2 + 2, i % 2 + 4, i % 2 + 6]]
+        np.testing.assert_allclose(y[i, 3].numpy(), group.std(axis=0).mean(), rtol=1e-5)
+    same = MinibatchStd(4)(x[:1].expand(8, -1, -1, -1))
+    assert same[:, 3].abs().max() < 1e-3
+    assert MinibatchStd(4)(torch.randn(6, 2, 1, 1)).shape == (6, 3, 1, 1)  # groups of 3
+
+    cfg = build_config([{"variant": "dcgan", "d_width": 4, "d_mbstd": 4}])
+    D = get_variant("dcgan").build(cfg, 28, 1)["D"]
+    assert D.head.in_features == 9 * 7 * 7  # 8 features and the std channel at 7x7
+    varied, collapsed = torch.randn(8, 1, 28, 28), torch.randn(1, 1, 28, 28).expand(8, -1, -1, -1)
+    with torch.no_grad():
+        D.head.weight.zero_()
+        D.head.weight.view(9, 7, 7)[8] = 1.0  # only the std channel counts
+        assert (D(varied) > D(collapsed) + 1.0).all()
+    with pytest.raises(GanforgeError, match="d_mbstd"):
+        get_variant("wgan-gp").check(build_config([{"variant": "wgan-gp", "d_mbstd": 4}]))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.nets.layers import init_dcgan_weights, maybe_sn, norm2d
+from ganforge.nets.layers import MinibatchStd, init_dcgan_weights, maybe_sn, norm2d
 
 
 def plan_generator(size: int) -> tuple[int, int]:
@@ -74,11 +74,13 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, each
-    followed by `convs` 3x3 convs with `norm` (the first block's too), then one linear logit.
-    norm='spectral' puts spectral normalisation on every layer."""
+    followed by `convs` 3x3 convs with `norm` (the first block's too), then one linear logit;
+    `mbstd` > 0 appends the minibatch standard deviation over groups of that many images as
+    an extra feature channel before it. norm='spectral' puts spectral normalisation on every
+    layer."""
 
     def __init__(self, size: int, channels: int, width: int = 64, max_width: int = 512,
-                 norm: str = "batch", convs: int = 0):
+                 norm: str = "batch", convs: int = 0, mbstd: int = 0):
         super().__init__()
         sn = norm == "spectral"
         layers: list[nn.Module] = []
@@ -96,8 +98,10 @@ class DCGANDiscriminator(nn.Module):
                            norm2d(norm, c_out, s), nn.LeakyReLU(0.2, inplace=True)]
             c_in, c_out, first = c_out, min(c_out * 2, max_width), False
         self.features = nn.Sequential(*layers)
-        self.head = maybe_sn(nn.Linear(c_in * s * s, 1), sn)
+        # outside `features`: its keys, and with them old checkpoints, stay as they were
+        self.mbstd = MinibatchStd(mbstd) if mbstd else nn.Identity()
+        self.head = maybe_sn(nn.Linear((c_in + (mbstd > 0)) * s * s, 1), sn)
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1)).squeeze(1)  # [N]
+        return self.head(self.mbstd(self.features(x)).flatten(1)).squeeze(1)  # [N]

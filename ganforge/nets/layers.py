@@ -50,3 +50,26 @@ def init_dcgan_weights(module: nn.Module) -> None:
             if m.weight is not None:
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018, section 3): splits the batch
+    into groups of `group` images (strided: image i is in group i mod N/group), takes each
+    feature's standard deviation within its group, averages it over features and positions
+    and appends that one number as a constant extra channel. D then sees how varied a batch
+    is, which a batch of collapsed fakes is not. A batch that `group` does not divide uses
+    the largest group size below it that does."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        y = x.float().reshape(g, n // g, c, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # [N/g, C, H, W]
+        y = y.mean(dim=(1, 2, 3)).reshape(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w)
+        return torch.cat([x, y.reshape(n, 1, h, w).to(x.dtype)], dim=1)  # [N, C + 1, H, W]

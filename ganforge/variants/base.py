@@ -52,9 +52,9 @@ class Variant:
     kind: str = "unconditional"
     two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
-    # the config keys of extra convolutions per resolution (`g_convs`, `d_convs`) this
-    # variant's networks read; any other variant refuses them rather than ignore them
-    depth_keys: tuple[str, ...] = ()
+    # which of the DCGAN-family network options (`g_convs`, `d_convs`, `d_mbstd`) this
+    # variant's networks read; a variant refuses the others rather than ignore them
+    net_keys: tuple[str, ...] = ()
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
@@ -86,10 +86,13 @@ class Variant:
         if cfg.mirror and self.kind == "translation":
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
-        for key in ("g_convs", "d_convs"):
-            if getattr(cfg, key) and key not in self.depth_keys:
-                raise GanforgeError(f"{key} adds 3x3 convolutions to DCGAN-family networks; "
+        for key in ("g_convs", "d_convs", "d_mbstd"):
+            if getattr(cfg, key) and key not in self.net_keys:
+                raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "
                                     f"{self.name} does not read it (set {key}=0)")
+        if cfg.gp_weight > 0 and cfg.d_mbstd:
+            raise GanforgeError("a gradient penalty needs per-sample critic outputs, which "
+                                "the minibatch standard deviation (d_mbstd) mixes; set d_mbstd=0")
         if cfg.data_b and not self.two_domains:
             raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 

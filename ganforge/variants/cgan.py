@@ -27,7 +27,7 @@ from ganforge.variants.base import Batch, Stats, Variant, adversarial_g
 class CGAN(Variant):
     name = "cgan"
     kind = "conditional"
-    depth_keys = ("d_convs",)  # G's conditional BatchNorm layers have no g_convs
+    net_keys = ("d_convs",)  # no g_convs in its conditional G, no d_mbstd in its projection
     description = ("conditional (class label or caption): [z, embed(c)] -> DCGAN G with "
                    "conditional BatchNorm, projection D, hinge + SN")
     # mode_seeking 0.1: without it, G ignores z at short budgets (one image per class)

@@ -22,14 +22,14 @@ class MLPGAN(Variant):
 
 
 class _ConvVariant(Variant):
-    depth_keys = ("g_convs", "d_convs")
+    net_keys = ("g_convs", "d_convs", "d_mbstd")
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width,
                                     cfg.g_convs),
                 "D": DCGANDiscriminator(size, channels, cfg.d_width, cfg.max_width,
-                                        cfg.d_norm, cfg.d_convs)}
+                                        cfg.d_norm, cfg.d_convs, cfg.d_mbstd)}
 
 
 class DCGAN(_ConvVariant):
