@@ -50,6 +50,10 @@ class TrainConfig:
                       "(0 = the DCGAN paper's)", min=0, max=8)
     d_convs: int = _f(0, "DCGAN-family D: extra 3x3 convolutions at each resolution (0 = the "
                       "DCGAN paper's; 1 = SNGAN's standard-CNN critic layout)", min=0, max=8)
+    g_upsample: str = _f("transposed", "DCGAN-family G: how each layer doubles the resolution: "
+                         "`transposed` (4x4 stride-2 transposed conv, the DCGAN paper's) or "
+                         "`nearest` (nearest-neighbour upsampling, then a 3x3 conv)",
+                         choices=("transposed", "nearest"))
     d_mbstd: int = _f(0, "DCGAN-family D: group size of a minibatch-standard-deviation channel "
                       "before D's logit (ProGAN; 0 = off, 4 = ProGAN's)", min=0, max=64)
     d_norm: str = _f(

@@ -165,8 +165,9 @@ def test_extra_convolutions_reach_cgan_and_are_refused_where_unread():
         with pytest.raises(GanforgeError, match=f"{key}.*{variant} does not read it"):
             extra = {"data_b": "domain-b"} if variant == "cyclegan" else {}
             get_variant(variant).check(build_config([{"variant": variant, key: 1, **extra}]))
-    with pytest.raises(GanforgeError, match="cgan does not read it"):
-        get_variant("cgan").check(build_config([{"variant": "cgan", "d_mbstd": 4}]))
+    for key, value in (("d_mbstd", 4), ("g_upsample", "nearest")):
+        with pytest.raises(GanforgeError, match=f"cgan does not read it .set {key}="):
+            get_variant("cgan").check(build_config([{"variant": "cgan", key: value}]))
 
 
 def test_minibatch_std_channel():
@@ -196,3 +197,18 @@ def test_minibatch_std_channel():
         assert (D(varied) > D(collapsed) + 1.0).all()
     with pytest.raises(GanforgeError, match="d_mbstd"):
         get_variant("wgan-gp").check(build_config([{"variant": "wgan-gp", "d_mbstd": 4}]))
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_nearest_upsampling_generator(size):
+    """g_upsample=nearest doubles each resolution by nearest-neighbour upsampling and a 3x3
+    conv instead of a transposed conv: no ConvTranspose2d is left, the output has the data's
+    size and range, and every 2x2 block of the upsampled first feature map is constant."""
+    cfg = build_config([{"variant": "dcgan", "g_width": 8, "g_upsample": "nearest"}])
+    G = get_variant("dcgan").build(cfg, size, 3)["G"]
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in G.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in G.modules()) == plan_generator(size)[1]
+    x = G(torch.randn(4, cfg.z_dim))
+    assert x.shape == (4, 3, size, size) and x.abs().max() <= 1.0
+    up = G.blocks[0](G.project(torch.randn(2, cfg.z_dim)))
+    assert torch.equal(up[..., ::2, ::2], up[..., 1::2, 1::2])

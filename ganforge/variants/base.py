@@ -52,8 +52,8 @@ class Variant:
     kind: str = "unconditional"
     two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
-    # which of the DCGAN-family network options (`g_convs`, `d_convs`, `d_mbstd`) this
-    # variant's networks read; a variant refuses the others rather than ignore them
+    # the DCGAN-family network options (`g_convs`, `g_upsample`, `d_convs`, `d_mbstd`) this
+    # variant's networks read; a variant refuses the others, when set, rather than ignore them
     net_keys: tuple[str, ...] = ()
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
@@ -86,10 +86,11 @@ class Variant:
         if cfg.mirror and self.kind == "translation":
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
-        for key in ("g_convs", "d_convs", "d_mbstd"):
-            if getattr(cfg, key) and key not in self.net_keys:
+        for key in ("g_convs", "g_upsample", "d_convs", "d_mbstd"):
+            default = TrainConfig.__dataclass_fields__[key].default
+            if getattr(cfg, key) != default and key not in self.net_keys:
                 raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "
-                                    f"{self.name} does not read it (set {key}=0)")
+                                    f"{self.name} does not read it (set {key}={default})")
         if cfg.gp_weight > 0 and cfg.d_mbstd:
             raise GanforgeError("a gradient penalty needs per-sample critic outputs, which "
                                 "the minibatch standard deviation (d_mbstd) mixes; set d_mbstd=0")
