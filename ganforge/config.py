@@ -143,8 +143,9 @@ class TrainConfig:
     device: str = _f("auto", "`auto`, `cpu`, `cuda` or `cuda:N`")
     amp: str = _f("off", "mixed precision: `off`, `bf16`, `fp16` (with loss scaling; for "
                   "GPUs without bf16: on a CPU it runs, slowly, for tests) or `auto` (bf16 "
-                  "where the hardware computes it natively: GPUs of compute capability 8+, "
-                  "CPUs with AVX-512 BF16 or AMX; else off)",
+                  "on GPUs of compute capability 8+; on CPUs with AVX-512 BF16 or AMX, bf16 "
+                  "if a few timed steps of the model run at least 1.05x faster in it, which "
+                  "the run's first line reports; else off)",
                   choices=("off", "bf16", "fp16", "auto"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
     channels_last: bool = _f(False, "keep conv activations in channels-last memory layout "
@@ -318,7 +319,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (bench/bench_quality.py; the steps behind the choices are in docs/BENCHMARKS.md): a G
     # twice as wide as D, a 3x3 conv beside each of D's stride-2 ones, Adam at 10x the DCGAN
     # learning rate with an EMA of G (the EMA averages out the noise that rate brings), bf16
-    # where the CPU has it natively.
+    # where it is faster on this CPU (measured when the run starts, ganforge.amp_probe).
     "fast": dict(variant="dcgan", g_width=64, d_width=32, d_convs=1, batch_size=64, lr_g=2e-3,
                  lr_d=2e-3, ema=0.999, amp="auto", steps=1_000_000, log_every=25,
                  sample_every=250),

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import checkpoint, io, plots, selection
+from ganforge import amp_probe, checkpoint, io, plots, selection
 from ganforge import distributed as dist_
 from ganforge.augment import Augment, AugmentedD, parse_p, parse_policy
 from ganforge.config import TrainConfig, config_from_dict
@@ -77,6 +77,9 @@ class TrainResult:
     step: int
     last_log: dict[str, Any]
     checkpoint: Path
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # "off": None
 
 
 class Trainer:
@@ -150,7 +153,16 @@ class Trainer:
                                       "rollbacks": 0}
 
         amp = native_bf16(device) if cfg.amp == "auto" else cfg.amp
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        # the precision is part of the run's state: a resume on the same kind of device keeps
+        # the one the run began with
+        self.state.update({"amp": amp, "amp_device": device.type})
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        # the flags allow bfloat16 on this CPU; whether it is faster there takes a measurement,
+        # made when a new run starts (`run`); not of compiled networks, whose copies would
+        # each compile first
+        self.amp_choice: amp_probe.AmpChoice | None = None
+        self.amp_probe_due = (cfg.amp == "auto" and amp == "bf16" and device.type == "cpu"
+                              and not cfg.compile)
         if cfg.amp == "fp16" and device.type != "cuda" and self.progress:
             print("note: amp=fp16 on a CPU is slower than float32 (it exists to test the GPU "
                   "path); amp=bf16 is the CPU's mixed precision")
@@ -173,6 +185,34 @@ class Trainer:
         self.tb = TensorBoardLog(run_dir, enabled=False)  # opened by run()
 
     # -- state ----------------------------------------------------------------------------
+
+    def probe_amp(self) -> amp_probe.AmpChoice:
+        """amp=auto on a CPU with native bfloat16: time D and G steps on one real batch in
+        float32 and in bfloat16 (ganforge.amp_probe). Nothing of the run changes: copies of
+        the networks take the gradients and the BatchNorm statistics, the samplers are put
+        back where they were, and the global RNG (dropout, augmentation) is forked. Under
+        torchrun every process takes rank 0's choice."""
+        cfg, variant = self.cfg, self.variant
+        nets = copy.deepcopy(self.seen)
+        batch: dict[str, torch.Tensor] = {}
+        for s in self.samplers:
+            where = s.state()
+            batch.update(s.next(cfg.batch_size, self.dist.rank, self.dist.world))
+            s.restore(*where)
+        full = variant.sample_inputs(cfg.batch_size, cfg, torch.Generator().manual_seed(0),
+                                     self.device, self.n_classes)
+        inputs = {k: v[self.dist.rank::self.dist.world] for k, v in full.items()}
+
+        def step(dtype: torch.dtype | None) -> None:
+            for objective in (variant.d_objective, variant.g_objective):
+                with torch.autocast("cpu", dtype=dtype or torch.bfloat16,
+                                    enabled=dtype is not None):
+                    loss, _ = objective(nets, cfg, batch, inputs)
+                loss.backward()
+
+        with torch.random.fork_rng(devices=[]):
+            choice = amp_probe.choose(amp_probe.timer(step))
+        return dist_.broadcast_object(choice, self.dist) if self.dist.enabled else choice
 
     @property
     def latest(self) -> Path:
@@ -224,7 +264,15 @@ class Trainer:
         ckpt.load_optimizer(self.opt_D, "opt_D")
         self.step = ckpt.step
         self.sched.update(saved["sched"])
+        fresh = {k: self.state[k] for k in ("amp", "amp_device")}
         self.state.update({k: saved[k] for k in self.state if k in saved})
+        if "amp" not in saved:  # a checkpoint from before: it ran at what the flags said
+            self.state.update(fresh)
+            self.amp_probe_due = False
+        elif saved.get("amp_device") == self.device.type:
+            self.amp_dtype, self.amp_probe_due = AMP_DTYPES.get(saved["amp"]), False
+        else:  # resumed on another kind of device (`--device`): its precision is chosen afresh
+            self.state.update(fresh)
         if saved.get("classes", self.classes) != self.classes:
             raise GanforgeError(f"the data {self.cfg.data} has classes {self.classes} but the "
                                 f"run was trained on {saved['classes']}")
@@ -572,6 +620,12 @@ class Trainer:
 
     def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
+        if self.amp_probe_due:
+            self.amp_choice = self.probe_amp()
+            self.state["amp"], self.amp_probe_due = self.amp_choice.amp, False
+            self.amp_dtype = AMP_DTYPES.get(self.amp_choice.amp)
+            if self.main:
+                print(self.amp_choice.describe(), flush=True)
         if self.main:
             io.write_json(self.run_dir / "config.json", cfg.to_dict())
         if self.dist.enabled and self.main:

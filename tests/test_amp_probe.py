@@ -1,0 +1,115 @@
+"""amp=auto on a CPU: the timed choice between float32 and bfloat16 (ganforge.amp_probe) and
+the trainer's probe, which must leave the run exactly as it found it."""
+
+import json
+
+import pytest
+import torch
+
+from ganforge import amp_probe, checkpoint
+from ganforge import train as train_mod
+from ganforge.config import build_config
+from ganforge.train import Trainer, train
+
+TINY = {"g_width": 8, "d_width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5,
+        "sample_every": 10, "grid_size": 16, "eval_every": 0, "eval_n": 0}
+
+
+def test_decide_needs_bf16_to_be_clearly_faster():
+    assert amp_probe.decide([1.0, 1.0, 1.0], [0.5, 0.5, 0.5]).amp == "bf16"
+    assert amp_probe.decide([1.0, 1.0, 1.0], [0.9, 0.9, 0.9]).amp == "bf16"  # 1.11x
+    assert amp_probe.decide([1.0, 1.0, 1.0], [0.98, 0.98, 0.98]).amp == "off"  # 1.02x
+    assert amp_probe.decide([1.0, 1.0, 1.0], [1.3, 1.3, 1.3]).amp == "off"
+    c = amp_probe.decide([2.0, 2.0, 2.0], [1.6, 1.6, 1.6])
+    assert c.speedup == pytest.approx(1.25) and c.steps == 3
+
+
+def test_choose_alternates_warms_up_and_takes_medians():
+    calls = []
+    # warm-up steps are slow (kernels being built); one timed bf16 step is disturbed by load
+    script = {None: iter([0.9, 1.0, 1.0, 1.0]), torch.bfloat16: iter([0.9, 0.8, 3.0, 0.8])}
+
+    def fake_step(dtype):
+        calls.append(dtype)
+        return next(script[dtype])
+
+    c = amp_probe.choose(fake_step, rounds=3)
+    assert calls == [None, torch.bfloat16] * 4
+    assert c.amp == "bf16" and c.speedup == pytest.approx(1.25)  # the 3.0 does not count
+
+
+def test_choose_times_one_step_each_when_a_step_is_slow():
+    calls = []
+
+    def fake_step(dtype):
+        calls.append(dtype)
+        return 2.0 if dtype is None else 2.5
+
+    c = amp_probe.choose(fake_step, rounds=3)
+    assert len(calls) == 4 and c.steps == 1 and c.amp == "off"
+
+
+def _state(t: Trainer):
+    return ({f"{k}.{n}": v.clone() for k, m in t.synced.items()
+             for n, v in m.state_dict().items()},
+            [p.grad for m in (t.G, t.D) for p in m.parameters()],
+            t.sampler.next(16)["real"], t.latents())
+
+
+def test_the_probe_leaves_weights_statistics_data_order_and_rng_untouched(fmnist_dir,
+                                                                           tmp_path):
+    # augmentation draws from the global RNG and D's BatchNorm updates its statistics in the
+    # probe's steps: both must happen on copies
+    cfg = build_config([{"data": str(fmnist_dir), **TINY, "amp": "auto",
+                         "augment": "color,translation,cutout"}])
+    torch.manual_seed(123)
+    plain = Trainer(cfg, tmp_path / "a", progress=False)
+    torch.manual_seed(123)
+    probed = Trainer(cfg, tmp_path / "b", progress=False)
+    rng = torch.get_rng_state()
+    choice = probed.probe_amp()
+    assert torch.equal(rng, torch.get_rng_state()), "the probe consumed the global RNG"
+    assert choice.amp in ("bf16", "off") and choice.speedup > 0 and choice.steps >= 1
+    a, b = _state(plain), _state(probed)
+    assert a[0].keys() == b[0].keys()
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), f"{k} changed"
+    assert all(g is None for g in b[1]), "the probe left gradients on the run's networks"
+    assert torch.equal(a[2], b[2]), "the probe moved the data sampler"
+    assert torch.equal(a[3], b[3]), "the probe moved the latent stream"
+
+
+def test_a_new_run_probes_once_and_a_resume_keeps_its_choice(fmnist_dir, tmp_path,
+                                                             monkeypatch, capsys):
+    # this CPU's flags may not allow bf16; pretend they do, and make the timing say bf16
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: "bf16")
+    monkeypatch.setattr(amp_probe, "choose", lambda step, rounds=3: (
+        step(None), step(torch.bfloat16), amp_probe.decide([1.0], [0.5]))[-1])
+    run = tmp_path / "run"
+    train(build_config([{"data": str(fmnist_dir), **TINY, "amp": "auto", "steps": 10}]), run,
+          progress=False)
+    assert "step at 2.00x the speed of float32" in capsys.readouterr().out
+    meta = checkpoint.load_checkpoint(run / "checkpoints" / "latest.safetensors").meta
+    assert (meta["state"]["amp"], meta["state"]["amp_device"]) == ("bf16", "cpu")
+    # on resume the machine measures the other way: the run keeps its bf16 all the same
+    monkeypatch.setattr(amp_probe, "choose", lambda step, rounds=3: pytest.fail("probed"))
+    seen = []
+    orig = Trainer.autocast
+
+    def spy(self):
+        seen.append(self.amp_dtype)
+        return orig(self)
+
+    monkeypatch.setattr(Trainer, "autocast", spy)
+    train(None, run, resume=True, overrides={"steps": 20}, progress=False)
+    assert seen and set(seen) == {torch.bfloat16}
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [5, 10, 15, 20]
+
+
+def test_amp_set_explicitly_is_never_probed(fmnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: "bf16")
+    monkeypatch.setattr(amp_probe, "choose", lambda step, rounds=3: pytest.fail("probed"))
+    for amp in ("off", "bf16"):
+        cfg = build_config([{"data": str(fmnist_dir), **TINY, "amp": amp, "steps": 5}])
+        train(cfg, tmp_path / amp, progress=False)
