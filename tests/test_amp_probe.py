@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from ganforge import amp_probe, checkpoint
+from ganforge import amp_probe, checkpoint, data_cond
 from ganforge import train as train_mod
 from ganforge.config import build_config
 from ganforge.train import Trainer, train
@@ -50,18 +50,43 @@ def test_choose_times_one_step_each_when_a_step_is_slow():
 
 
 def _state(t: Trainer):
-    return ({f"{k}.{n}": v.clone() for k, m in t.synced.items()
+    return ({f"{k}.{n}": v.clone() for k, m in t.modules.items()
              for n, v in m.state_dict().items()},
-            [p.grad for m in (t.G, t.D) for p in m.parameters()],
-            t.sampler.next(16)["real"], t.latents())
+            [p.grad for m in t.modules.values() for p in m.parameters()],
+            t.real_batch(), t.inputs())
 
 
-def test_the_probe_leaves_weights_statistics_data_order_and_rng_untouched(fmnist_dir,
-                                                                           tmp_path):
-    # augmentation draws from the global RNG and D's BatchNorm updates its statistics in the
-    # probe's steps: both must happen on copies
-    cfg = build_config([{"data": str(fmnist_dir), **TINY, "amp": "auto",
-                         "augment": "color,translation,cutout"}])
+@pytest.fixture(scope="module")
+def edges_dir(tmp_path_factory):
+    """100 pairs: Sobel edge map of a real Fashion-MNIST test item -> the item."""
+    out = tmp_path_factory.mktemp("edges")
+    data_cond.prepare_paired("fashion-mnist-edges:test", out, limit=100, progress=False)
+    return out
+
+
+# augmentation and dropout draw from the global RNG, D's (and G's) BatchNorm update their
+# statistics, CycleGAN's history pool fills up in the probe's steps: all must happen on copies
+VARIANT_CASES = {
+    "dcgan+augment": {"variant": "dcgan", "augment": "color,translation,cutout"},
+    "mlp": {"variant": "mlp"},
+    "wgan-gp": {"variant": "wgan-gp"},
+    "small-data": {"variant": "small-data", "augment": "translation", "augment_p": "auto"},
+    "cgan": {"variant": "cgan"},
+    "pix2pix": {"variant": "pix2pix"},
+    "cyclegan": {"variant": "cyclegan", "res_blocks": 1, "pool_size": 4},
+}
+
+
+@pytest.mark.parametrize("case", list(VARIANT_CASES))
+def test_the_probe_leaves_weights_statistics_data_order_and_rng_untouched(
+        case, fmnist_dir, edges_dir, tmp_path, monkeypatch):
+    choose = amp_probe.choose
+    monkeypatch.setattr(amp_probe, "choose", lambda step, rounds=3: choose(step, rounds=1))
+    extra = {"batch_size": 8, **VARIANT_CASES[case]}
+    data_dir = edges_dir if case == "pix2pix" else fmnist_dir
+    if case == "cyclegan":
+        extra["data_b"] = str(fmnist_dir)
+    cfg = build_config([{"data": str(data_dir), **TINY, "amp": "auto", **extra}])
     torch.manual_seed(123)
     plain = Trainer(cfg, tmp_path / "a", progress=False)
     torch.manual_seed(123)
@@ -75,8 +100,9 @@ def test_the_probe_leaves_weights_statistics_data_order_and_rng_untouched(fmnist
     for k in a[0]:
         assert torch.equal(a[0][k], b[0][k]), f"{k} changed"
     assert all(g is None for g in b[1]), "the probe left gradients on the run's networks"
-    assert torch.equal(a[2], b[2]), "the probe moved the data sampler"
-    assert torch.equal(a[3], b[3]), "the probe moved the latent stream"
+    for i, what in ((2, "the data sampler"), (3, "the latent stream")):
+        assert a[i].keys() == b[i].keys()
+        assert all(torch.equal(a[i][k], b[i][k]) for k in a[i]), f"the probe moved {what}"
 
 
 def test_a_new_run_probes_once_and_a_resume_keeps_its_choice(fmnist_dir, tmp_path,
