@@ -5,8 +5,9 @@ A CPU's flags do not answer this. Both machines this project was measured on hav
 BF16 and no AMX, and bfloat16 autocast ran the `fast` preset's step at 1.21x the speed of
 float32 on one (AMD EPYC) and 0.72x on the other (Intel Xeon): docs/BENCHMARKS.md, "amp=auto
 on a CPU is measured". So where the flags allow bfloat16 (ganforge.devices.native_bf16), the trainer
-measures a few steps of copies of its networks each way before it trains (`choose`) and
-says what it picked.
+measures a few steps of copies of its networks each way before each session trains
+(`choose`) and says what it picked; a resume measures again, as it may run on another
+machine.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class AmpChoice:
     def describe(self) -> str:
         verdict = ("training in bfloat16" if self.amp == "bf16"
                    else f"training in float32 (bf16 needs {MIN_SPEEDUP:.2f}x)")
-        return (f"amp=auto: bfloat16 autocast runs this model's step at {self.speedup:.2f}x the "
-                f"speed of float32 on this CPU (median of {self.steps} steps each): {verdict}")
+        timed = "one step each" if self.steps == 1 else f"median of {self.steps} steps each"
+        return (f"amp=auto: bfloat16 autocast runs this model's training step at "
+                f"{self.speedup:.2f}x the speed of float32 on this CPU ({timed}): {verdict}")
 
 
 def decide(fp32_s: list[float], bf16_s: list[float]) -> AmpChoice:

@@ -144,8 +144,9 @@ class TrainConfig:
     amp: str = _f("off", "mixed precision: `off`, `bf16`, `fp16` (with loss scaling; for "
                   "GPUs without bf16: on a CPU it runs, slowly, for tests) or `auto` (bf16 "
                   "on GPUs of compute capability 8+; on CPUs with AVX-512 BF16 or AMX, bf16 "
-                  "if a few timed steps of the model run at least 1.05x faster in it, which "
-                  "the run's first line reports; else off)",
+                  "if a few timed training steps of the model run at least 1.05x faster in "
+                  "it, measured and printed before every session (a resume too) trains, with "
+                  "compile=true the flags alone decide; else off)",
                   choices=("off", "bf16", "fp16", "auto"))
     threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1024)
     channels_last: bool = _f(False, "keep conv activations in channels-last memory layout "

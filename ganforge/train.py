@@ -153,13 +153,12 @@ class Trainer:
                                       "rollbacks": 0}
 
         amp = native_bf16(device) if cfg.amp == "auto" else cfg.amp
-        # the precision is part of the run's state: a resume on the same kind of device keeps
-        # the one the run began with
-        self.state.update({"amp": amp, "amp_device": device.type})
+        if dist.enabled:  # one precision for every process, whatever each one's CPU says
+            amp = dist_.broadcast_object(amp, dist)
         self.amp_dtype = AMP_DTYPES.get(amp)
         # the flags allow bfloat16 on this CPU; whether it is faster there takes a measurement,
-        # made when a new run starts (`run`); not of compiled networks, whose copies would
-        # each compile first
+        # made by every session (a resume may run on another machine) before it trains; not
+        # of compiled networks, whose copies would each compile first
         self.amp_choice: amp_probe.AmpChoice | None = None
         self.amp_probe_due = (cfg.amp == "auto" and amp == "bf16" and device.type == "cpu"
                               and not cfg.compile)
@@ -187,13 +186,18 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------
 
     def probe_amp(self) -> amp_probe.AmpChoice:
-        """amp=auto on a CPU with native bfloat16: time D and G steps on one real batch in
-        float32 and in bfloat16 (ganforge.amp_probe). Nothing of the run changes: copies of
-        the networks take the gradients and the BatchNorm statistics, the samplers are put
-        back where they were, and the global RNG (dropout, augmentation) is forked. Under
-        torchrun every process takes rank 0's choice."""
+        """amp=auto on a CPU with native bfloat16: time training steps on one real batch in
+        float32 and in bfloat16 (ganforge.amp_probe), as the loop takes them: n_critic D
+        steps, the G step with D frozen and, where the loop does, scoring the D step's
+        fakes, each with its optimiser step. Nothing of the run changes: copies of the
+        networks and optimisers take the gradients, updates and BatchNorm statistics, the
+        samplers are put back where they were, and the global RNG (dropout, augmentation,
+        CycleGAN's pool) is forked. Under torchrun every process takes rank 0's choice."""
         cfg, variant = self.cfg, self.variant
-        nets = copy.deepcopy(self.seen)
+        copies = copy.deepcopy({"seen": self.seen, "G": self.G, "D": self.D})
+        nets, G, D = copies["seen"], copies["G"], copies["D"]
+        opt_G = make_optimizer(cfg, G.parameters(), cfg.lr_g)
+        opt_D = make_optimizer(cfg, D.parameters(), cfg.lr_d)
         batch: dict[str, torch.Tensor] = {}
         for s in self.samplers:
             where = s.state()
@@ -204,11 +208,25 @@ class Trainer:
         inputs = {k: v[self.dist.rank::self.dist.world] for k, v in full.items()}
 
         def step(dtype: torch.dtype | None) -> None:
-            for objective in (variant.d_objective, variant.g_objective):
-                with torch.autocast("cpu", dtype=dtype or torch.bfloat16,
-                                    enabled=dtype is not None):
-                    loss, _ = objective(nets, cfg, batch, inputs)
+            def autocast() -> contextlib.AbstractContextManager:
+                return torch.autocast("cpu", dtype=dtype or torch.bfloat16,
+                                      enabled=dtype is not None)
+
+            fake = None
+            for _ in range(cfg.n_critic):
+                with autocast():
+                    fake = G(inputs["z"]) if self.reuse else None
+                    loss, _ = variant.d_objective(nets, cfg, batch, inputs, fake)
                 loss.backward()
+                opt_D.step()
+                opt_D.zero_grad(set_to_none=True)
+            D.requires_grad_(False)
+            with autocast():
+                loss, _ = variant.g_objective(nets, cfg, batch, inputs, fake)
+            loss.backward()
+            D.requires_grad_(True)
+            opt_G.step()
+            opt_G.zero_grad(set_to_none=True)
 
         with torch.random.fork_rng(devices=[]):
             choice = amp_probe.choose(amp_probe.timer(step))
@@ -264,15 +282,7 @@ class Trainer:
         ckpt.load_optimizer(self.opt_D, "opt_D")
         self.step = ckpt.step
         self.sched.update(saved["sched"])
-        fresh = {k: self.state[k] for k in ("amp", "amp_device")}
         self.state.update({k: saved[k] for k in self.state if k in saved})
-        if "amp" not in saved:  # a checkpoint from before: it ran at what the flags said
-            self.state.update(fresh)
-            self.amp_probe_due = False
-        elif saved.get("amp_device") == self.device.type:
-            self.amp_dtype, self.amp_probe_due = AMP_DTYPES.get(saved["amp"]), False
-        else:  # resumed on another kind of device (`--device`): its precision is chosen afresh
-            self.state.update(fresh)
         if saved.get("classes", self.classes) != self.classes:
             raise GanforgeError(f"the data {self.cfg.data} has classes {self.classes} but the "
                                 f"run was trained on {saved['classes']}")
@@ -621,8 +631,7 @@ class Trainer:
     def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
         if self.amp_probe_due:
-            self.amp_choice = self.probe_amp()
-            self.state["amp"], self.amp_probe_due = self.amp_choice.amp, False
+            self.amp_choice, self.amp_probe_due = self.probe_amp(), False
             self.amp_dtype = AMP_DTYPES.get(self.amp_choice.amp)
             if self.main:
                 print(self.amp_choice.describe(), flush=True)
