@@ -86,10 +86,11 @@ def train_row(name: str, args: str, data: Path, out: Path, opts: argparse.Namesp
     records = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     ckpt = load_checkpoint(out / "checkpoints" / "latest.safetensors")
     first_line = next((x for x in done.stdout.splitlines() if x.startswith("recipe")), "")
+    amp_line = next((x for x in done.stdout.splitlines() if x.startswith("amp=auto")), "")
     return {"row": name, "args": args, "wall_s": round(wall, 1), "steps": ckpt.step,
             "kimg": ckpt.meta["state"]["sched"]["kimg"], "variant": ckpt.config["variant"],
             "augment": ckpt.config.get("augment", ""),
-            "recipe_line": first_line,
+            "recipe_line": first_line, "amp_line": amp_line,
             "health": [r for r in records if r.get("kind") == "health"]}
 
 
@@ -191,6 +192,8 @@ def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
     if default is not None:
         if default.get("recipe_line"):
             lines += ["", f"The default run said: `{default['recipe_line']}`"]
+        if default.get("amp_line"):
+            lines += ["", f"Its precision: `{default['amp_line']}`"]
         if "nearest_grid" in default:
             lines += ["", "Nearest training images (Inception features) of 16 samples of the "
                       f"default: ![nearest]({Path(default['nearest_grid']).relative_to('docs')})"]
