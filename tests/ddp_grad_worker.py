@@ -71,6 +71,7 @@ def main(out: str) -> None:
     result["finite"] = all(bool(torch.isfinite(p).all()) for p in D.parameters())
     with open(os.path.join(out, f"rank{d.rank}.json"), "w") as f:
         json.dump(result, f)
+    dist.barrier()  # leave together: a peer that exits mid-teardown aborts gloo (SIGABRT)
     dist.destroy_process_group()
 
 
