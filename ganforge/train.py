@@ -159,7 +159,6 @@ class Trainer:
         # the flags allow bfloat16 on this CPU; whether it is faster there takes a measurement,
         # made by every session (a resume may run on another machine) before it trains; not
         # of compiled networks, whose copies would each compile first
-        self.amp_choice: amp_probe.AmpChoice | None = None
         self.amp_probe_due = (cfg.amp == "auto" and amp == "bf16" and device.type == "cpu"
                               and not cfg.compile)
         if cfg.amp == "fp16" and device.type != "cuda" and self.progress:
@@ -631,10 +630,10 @@ class Trainer:
     def _loop(self) -> TrainResult:
         cfg, sched = self.cfg, self.sched
         if self.amp_probe_due:
-            self.amp_choice, self.amp_probe_due = self.probe_amp(), False
-            self.amp_dtype = AMP_DTYPES.get(self.amp_choice.amp)
+            choice = self.probe_amp()
+            self.amp_dtype = AMP_DTYPES.get(choice.amp)
             if self.main:
-                print(self.amp_choice.describe(), flush=True)
+                print(choice.describe(), flush=True)
         if self.main:
             io.write_json(self.run_dir / "config.json", cfg.to_dict())
         if self.dist.enabled and self.main:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ganforge import losses
-from ganforge.config import TrainConfig
+from ganforge.config import FIELDS, TrainConfig
 from ganforge.errors import GanforgeError
 
 Stats = dict[str, torch.Tensor]
@@ -87,7 +87,7 @@ class Variant:
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
         for key in ("g_convs", "g_upsample", "d_convs", "d_mbstd"):
-            default = TrainConfig.__dataclass_fields__[key].default
+            default = FIELDS[key].default
             if getattr(cfg, key) != default and key not in self.net_keys:
                 raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "
                                     f"{self.name} does not read it (set {key}={default})")
