@@ -93,6 +93,11 @@ class TrainConfig:
                                 "(‖G(b) − b‖₁; the paper uses 0.5·λ_cyc, 0 = off)", min=0.0)
     pool_size: int = _f(50, "CycleGAN: generated images kept in each discriminator's history "
                         "pool (0 = off)", min=0, max=10000)
+    r1_gamma: float = _f(0.0, "R1 penalty weight γ: D's loss gains γ/2 · mean ||∇D(x)||² at "
+                         "the real images (Mescheder et al. 2018; 0 = off); needs a D without "
+                         "BatchNorm", min=0.0)
+    r1_every: int = _f(16, "R1 is applied every this many D steps with its weight times that "
+                       "many (lazy regularisation, StyleGAN2; 1 = every step)", min=1, max=10000)
     n_critic: int = _f(1, "discriminator steps per generator step", min=1, max=100)
     schedule: str = _f(
         "alternate",

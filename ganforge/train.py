@@ -55,6 +55,7 @@ from ganforge.train_utils import (
     sync_batchnorm,
 )
 from ganforge.variants import get_variant
+from ganforge.variants.base import lazy_r1
 
 # Keys that may change when a run is resumed; anything else would not be the same run.
 RESUMABLE_KEYS = {"tensorboard", "steps", "minutes", "log_every", "sample_every", "eval_every",
@@ -205,6 +206,7 @@ class Trainer:
         full = variant.sample_inputs(cfg.batch_size, cfg, torch.Generator().manual_seed(0),
                                      self.device, self.n_classes)
         inputs = {k: v[self.dist.rank::self.dist.world] for k, v in full.items()}
+        d_cfg = lazy_r1(cfg, 1)  # the common D step: with lazy R1, one without the penalty
 
         def step(dtype: torch.dtype | None) -> None:
             def autocast() -> contextlib.AbstractContextManager:
@@ -215,7 +217,7 @@ class Trainer:
             for _ in range(cfg.n_critic):
                 with autocast():
                     fake = G(inputs["z"]) if self.reuse else None
-                    loss, _ = variant.d_objective(nets, cfg, batch, inputs, fake)
+                    loss, _ = variant.d_objective(nets, d_cfg, batch, inputs, fake)
                 loss.backward()
                 opt_D.step()
                 opt_D.zero_grad(set_to_none=True)
@@ -355,7 +357,8 @@ class Trainer:
         with self.autocast():
             # reusing fakes: make them with G's graph kept; D's loss sees them detached
             fake = self.G(inputs["z"]) if self.reuse else None
-            loss_D, s = self.variant.d_objective(self.seen, cfg, batch, inputs, fake)
+            loss_D, s = self.variant.d_objective(self.seen, lazy_r1(cfg, self.sched["d_steps"]),
+                                                 batch, inputs, fake)
         self.last_fake = fake
         s["grad_norm_D"], skipped = self.apply(loss_D, D, opt)
         self.variant.after_d_step(self.nets, cfg)

@@ -117,12 +117,12 @@ def sync_batchnorm(nets: dict[str, nn.Module], device: torch.device,
 
 def compile_nets(G: nn.Module, D: nn.Module, cfg: TrainConfig, progress: bool) -> None:
     """compile: torch.compile G and D in place (their parameters, state_dict keys and hooks
-    stay those of the modules). D stays eager with a gradient penalty: compiled graphs do not
-    support its double backward."""
+    stay those of the modules). D stays eager with a gradient penalty or R1: compiled graphs do
+    not support their double backward."""
     G.compile()
-    if cfg.gp_weight > 0:
+    if cfg.gp_weight > 0 or cfg.r1_gamma > 0:
         if progress:
-            print("compile: G compiled; D left eager (the gradient penalty needs a double "
+            print("compile: G compiled; D left eager (a gradient penalty needs a double "
                   "backward, which compiled graphs do not support)")
         return
     D.compile()

@@ -456,6 +456,10 @@ def test_sync_bn_and_compile_options(fmnist_dir, tmp_path, monkeypatch):
     compiled.clear()
     compile_nets(nets["G"], nets["D"], cfg_for(fmnist_dir, variant="wgan-gp"), progress=False)
     assert compiled == [nets["G"]]  # D eager: the gradient penalty's double backward
+    compiled.clear()
+    compile_nets(nets["G"], nets["D"], cfg_for(fmnist_dir, d_norm="none", r1_gamma=1.0),
+                 progress=False)
+    assert compiled == [nets["G"]]  # and R1's
 
 
 @pytest.mark.slow

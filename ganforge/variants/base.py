@@ -11,6 +11,7 @@ sliced by the loop. `d_objective` / `g_objective` return (loss, statistics).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,33 @@ def adversarial_d(cfg: TrainConfig, out_real: torch.Tensor,
 
 def adversarial_g(cfg: TrainConfig, out_fake: torch.Tensor) -> torch.Tensor:
     return losses.G_LOSSES[cfg.loss](out_fake)
+
+
+def penalties(D: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig, real: torch.Tensor,
+              fake: torch.Tensor, stats: Stats) -> torch.Tensor | float:
+    """The critic's regularisers `cfg` asks for, summed with their weights: WGAN-GP's
+    gradient penalty (gp_weight) and R1 (r1_gamma / 2, as `lazy_r1` set it for this D step).
+    Their unweighted values go into `stats`."""
+    total: torch.Tensor | float = 0.0
+    if cfg.gp_weight > 0:
+        gp = losses.gradient_penalty(D, real, fake)
+        total = total + cfg.gp_weight * gp
+        stats["gp"] = gp.detach()
+    if cfg.r1_gamma > 0:
+        r1 = losses.r1_penalty(D, real)
+        total = total + 0.5 * cfg.r1_gamma * r1
+        stats["r1"] = r1.detach()
+    return total
+
+
+def lazy_r1(cfg: TrainConfig, d_step: int) -> TrainConfig:
+    """The config D step `d_step` (counted from 0) computes its loss with: lazy R1 puts the
+    penalty on every `r1_every`-th D step, weighted by r1_every so that its average pull is
+    that of r1_gamma on every step, and leaves it out of the others. Without R1: `cfg`."""
+    if cfg.r1_gamma <= 0 or cfg.r1_every == 1:
+        return cfg
+    due = d_step % cfg.r1_every == 0
+    return dataclasses.replace(cfg, r1_gamma=cfg.r1_gamma * cfg.r1_every if due else 0.0)
 
 
 class Variant:
@@ -73,9 +101,14 @@ class Variant:
 
     def check(self, cfg: TrainConfig) -> None:
         """Reject config combinations that make this variant wrong (raise GanforgeError)."""
-        if cfg.gp_weight > 0 and cfg.d_norm == "batch":
-            raise GanforgeError("a gradient penalty needs per-sample critic outputs, which "
-                                "BatchNorm breaks; set d_norm to instance, layer or none")
+        for key, what in (("gp_weight", "a gradient penalty"), ("r1_gamma", "an R1 penalty")):
+            if getattr(cfg, key) > 0 and cfg.d_norm == "batch":
+                raise GanforgeError(f"{what} ({key}) needs per-sample critic outputs, which "
+                                    "BatchNorm breaks; set d_norm to instance, layer or none")
+            if getattr(cfg, key) > 0 and cfg.d_mbstd:
+                raise GanforgeError(f"{what} ({key}) needs per-sample critic outputs, which "
+                                    "the minibatch standard deviation (d_mbstd) mixes; set "
+                                    "d_mbstd=0")
         if self.kind != "unconditional" and cfg.schedule == "adaptive":
             raise GanforgeError(f"schedule 'adaptive' is for unconditional variants; "
                                 f"{self.name} uses 'alternate'")
@@ -91,9 +124,6 @@ class Variant:
             if getattr(cfg, key) != default and key not in self.net_keys:
                 raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "
                                     f"{self.name} does not read it (set {key}={default})")
-        if cfg.gp_weight > 0 and cfg.d_mbstd:
-            raise GanforgeError("a gradient penalty needs per-sample critic outputs, which "
-                                "the minibatch standard deviation (d_mbstd) mixes; set d_mbstd=0")
         if cfg.data_b and not self.two_domains:
             raise GanforgeError(f"data_b (--data-b) is for cyclegan only, not {self.name}")
 
@@ -136,15 +166,11 @@ class Variant:
 
     def critic_loss(self, D: Callable[[torch.Tensor], torch.Tensor], cfg: TrainConfig,
                     real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        """Adversarial D loss of one critic `D` (a callable on images), with the gradient
-        penalty when configured."""
+        """Adversarial D loss of one critic `D` (a callable on images), with the penalties
+        the config asks for (`penalties`)."""
         out_real, out_fake = D(real), D(fake)
-        loss = adversarial_d(cfg, out_real, out_fake)
         stats = self.judge(cfg, out_real.detach(), out_fake.detach())
-        if cfg.gp_weight > 0:
-            gp = losses.gradient_penalty(D, real, fake)
-            loss = loss + cfg.gp_weight * gp
-            stats["gp"] = gp.detach()
+        loss = adversarial_d(cfg, out_real, out_fake) + penalties(D, cfg, real, fake, stats)
         return loss, stats
 
     def d_loss(self, nets: dict[str, nn.Module], cfg: TrainConfig, real: torch.Tensor,

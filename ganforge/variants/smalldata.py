@@ -9,7 +9,7 @@ from torch import nn
 from ganforge import losses
 from ganforge.config import TrainConfig
 from ganforge.nets import SmallDataDiscriminator, SmallDataGenerator
-from ganforge.variants.base import Stats, Variant, adversarial_d
+from ganforge.variants.base import Stats, Variant, adversarial_d, penalties
 
 
 def reconstruction_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -49,11 +49,8 @@ class SmallData(Variant):
         else:
             out_real, loss_recon = D(real), 0.0
         out_fake = D(fake)
-        loss = adversarial_d(cfg, out_real, out_fake) + cfg.recon_weight * loss_recon
         stats.update(self.judge(cfg, out_real.detach(), out_fake.detach()))
-        if cfg.gp_weight > 0:
-            gp = losses.gradient_penalty(D, real, fake)
-            loss = loss + cfg.gp_weight * gp
-            stats["gp"] = gp.detach()
+        loss = (adversarial_d(cfg, out_real, out_fake) + cfg.recon_weight * loss_recon
+                + penalties(D, cfg, real, fake, stats))
         stats["loss_D"] = loss.detach()
         return loss, stats
