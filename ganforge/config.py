@@ -94,8 +94,9 @@ class TrainConfig:
     pool_size: int = _f(50, "CycleGAN: generated images kept in each discriminator's history "
                         "pool (0 = off)", min=0, max=10000)
     r1_gamma: float = _f(0.0, "R1 penalty weight γ: D's loss gains γ/2 · mean ||∇D(x)||² at "
-                         "the real images (Mescheder et al. 2018; 0 = off); needs a D without "
-                         "BatchNorm", min=0.0)
+                         "the real images (Mescheder et al. 2018; a D with several outputs per "
+                         "image, PatchGAN-style, is penalised on their mean; 0 = off); needs a "
+                         "D without BatchNorm and d_mbstd=0", min=0.0)
     r1_every: int = _f(16, "R1 is applied every this many D steps with its weight times that "
                        "many (lazy regularisation, StyleGAN2; 1 = every step)", min=1, max=10000)
     n_critic: int = _f(1, "discriminator steps per generator step", min=1, max=100)
@@ -158,8 +159,8 @@ class TrainConfig:
                              "(faster convolutions on CPUs with oneDNN and on GPUs)")
     compile: bool = _f(False, "torch.compile G and D (fewer kernel launches for small models "
                        "on a GPU; the first steps compile, for a minute or more; D is left "
-                       "uncompiled with a gradient penalty, whose double backward compiled "
-                       "graphs do not support)")
+                       "uncompiled with a gradient penalty or R1, whose double backward "
+                       "compiled graphs do not support)")
     sync_bn: bool = _f(False, "several GPUs: BatchNorm statistics over the global batch "
                        "(SyncBatchNorm) instead of each process's slice; needs CUDA")
     overlap_grads: bool = _f(True, "several processes: all-reduce gradients in buckets while "

@@ -108,7 +108,9 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
 
 
 def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """R1: mean ||∇D(real)||² (Mescheder et al. 2018); multiply by gamma/2 at the call site."""
+    """R1: mean ||∇D(real)||² (Mescheder et al. 2018); multiply by gamma/2 at the call site.
+    A critic with several outputs per image (a patch map) is taken by their mean per image,
+    as its loss takes them, so that gamma means what it means for a one-logit D."""
     x = real.detach().requires_grad_(True)
-    grad = _input_grad(D, x)
+    grad = _input_grad(lambda t: D(t).reshape(t.shape[0], -1).mean(1), x)
     return grad.flatten(1).pow(2).sum(1).mean()

@@ -47,7 +47,7 @@ KID = r"re:^kid\d+k?_.+(?<!_std)$"
 PLOTS: tuple[Plot, ...] = (
     Plot("losses.png", "losses", "train", (
         Axis("loss", ("loss_D", "loss_G")),
-        Axis("loss terms", ("loss_G_adv", "gp", "l1", "cycle", "identity", "loss_recon")))),
+        Axis("loss terms", ("loss_G_adv", "gp", "r1", "l1", "cycle", "identity", "loss_recon")))),
     Plot("accuracy.png", "D accuracy and G fooling rate", "train", (
         Axis("rate", ("d_acc_real", "d_acc_fake", "g_fool_rate", "g_choice_rate")),)),
     Plot("scores.png", "mean D output", "train", (Axis("D(x)", ("d_real", "d_fake")),)),

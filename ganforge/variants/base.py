@@ -70,7 +70,8 @@ class Variant:
 
     Subclasses set `name`, `description`, `defaults` (config overrides, the SPEC's values) and
     `build`. The loss is chosen by `cfg.loss` (bce / wasserstein / hinge / lsgan), with an
-    optional gradient penalty (`cfg.gp_weight`) and weight clipping (`cfg.clip_value`).
+    optional gradient penalty (`cfg.gp_weight`), R1 penalty (`cfg.r1_gamma`) and weight
+    clipping (`cfg.clip_value`).
     `kind` says how the model is used: `unconditional`, `conditional` (class labels) or
     `translation` (image in, image out).
     """
