@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 MINUTES ?= 3
+JOBS   ?= $(shell nproc)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow lint install data browser clean
@@ -31,8 +32,11 @@ browser:
 demo: install data
 	$(PY) -m ganforge train --data fashion-mnist --minutes $(MINUTES) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
+# one pytest worker per core (pytest-xdist; tests/conftest.py gives each its share of the
+# cores), then the tests that start their own torchrun process pairs, on their own
 test: install data browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(JOBS) --dist loadfile -m "not slow and not gpu and not torchrun"
+	$(PY) -m pytest -m "torchrun and not slow and not gpu"
 
 test-slow: install data
 	$(PY) -m pytest -m slow

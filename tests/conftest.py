@@ -13,6 +13,15 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets an even share of
+# the cores for torch, in its own process and in the CLI subprocesses it starts, instead of
+# every worker starting a thread per core. Set before any test module imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    _SHARE = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _SHARE)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):

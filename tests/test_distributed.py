@@ -13,6 +13,8 @@ import torch
 
 from ganforge import checkpoint, data, data_cond
 
+pytestmark = pytest.mark.torchrun  # `make test` runs these after the parallel part, alone
+
 FROZEN_NORM = Path(__file__).with_name("frozen_norm_train.py")
 COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
           "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=2",

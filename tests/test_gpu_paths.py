@@ -154,6 +154,7 @@ def test_gradient_penalty_inner_grad_is_loss_scaled():
     torch.testing.assert_close(scaled, plain, rtol=1e-6, atol=0)
 
 
+@pytest.mark.torchrun
 def test_ranks_average_before_the_fp16_inf_check_and_buckets_match_flat(tmp_path):
     """Two gloo processes (tests/ddp_grad_worker.py): gradients all-reduced in buckets while
     backward runs equal one flat all-reduce after it (gradient penalty included), and an fp16
