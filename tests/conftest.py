@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # every worker starting a thread per core. Set before any test module imports torch.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _WORKERS > 1:
-    _SHARE = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)  # the cores this process may run on (taskset, cgroups)
+    _SHARE = str(max(1, _CORES // _WORKERS))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, _SHARE)
 
