@@ -9,6 +9,7 @@ import fcntl
 import io as _io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -468,17 +469,12 @@ def test_microbatch_switch_from_environment(run_dir, monkeypatch):
 # ------------------------------------------------------------------ the CLI
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_serve_binds_locally_and_answers(run_dir):
-    port = _free_port()
+    # --port 0: the server takes a free port itself and prints it (a port picked here and freed
+    # before the server binds it could be taken by another process in between)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(run_dir), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
         lines = []
@@ -490,7 +486,10 @@ def test_cli_serve_binds_locally_and_answers(run_dir):
             if line.startswith("local only"):
                 break
         out = "".join(lines)
-        assert f"open http://127.0.0.1:{port}/" in out and "bound to 127.0.0.1" in out
+        shown = re.search(r"open http://127\.0\.0\.1:(\d+)/", out)
+        assert shown and "bound to 127.0.0.1" in out, out
+        port = int(shown.group(1))
+        assert port != 0
         for _ in range(100):
             with contextlib.suppress(httpx.TransportError):
                 info = httpx.get(f"http://127.0.0.1:{port}/api/info").json()
