@@ -327,8 +327,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # twice as wide as D, a 3x3 conv beside each of D's stride-2 ones, Adam at 10x the DCGAN
     # learning rate with an EMA of G (the EMA averages out the noise that rate brings), bf16
     # where it is faster on this CPU (measured when the run starts, ganforge.amp_probe),
-    # channels-last tensors (oneDNN's convolutions run 1.04-1.2x faster in that layout on the
-    # three CPUs measured: docs/BENCHMARKS.md, "Training step vs a plain float32 loop").
+    # channels-last tensors (the training step ran 1.04-1.14x faster in that layout on the
+    # three CPUs measured: docs/BENCHMARKS.md, "Tuning the `fast` preset, round 6").
     "fast": dict(variant="dcgan", g_width=64, d_width=32, d_convs=1, batch_size=64, lr_g=2e-3,
                  lr_d=2e-3, ema=0.999, amp="auto", channels_last=True, steps=1_000_000,
                  log_every=25, sample_every=250),
