@@ -469,19 +469,22 @@ def test_microbatch_switch_from_environment(run_dir, monkeypatch):
 # ------------------------------------------------------------------ the CLI
 
 
-def test_cli_serve_binds_locally_and_answers(run_dir):
+def test_cli_serve_binds_locally_and_answers(run_dir, tmp_path):
     # --port 0: the server takes a free port itself and prints it (a port picked here and freed
-    # before the server binds it could be taken by another process in between)
+    # before the server binds it could be taken by another process in between). Its stderr
+    # (uvicorn's log) goes to a file: a pipe nobody reads could fill and stall the server.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(run_dir), "--port",
-                             "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    err_path = tmp_path / "serve.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(run_dir),
+                                 "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env=env)
     try:
         lines = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
-            assert line, f"server exited: {proc.stderr.read()}"
+            assert line, f"server exited: {err_path.read_text()}"
             lines.append(line)
             if line.startswith("local only"):
                 break
@@ -490,11 +493,13 @@ def test_cli_serve_binds_locally_and_answers(run_dir):
         assert shown and "bound to 127.0.0.1" in out, out
         port = int(shown.group(1))
         assert port != 0
+        info = None
         for _ in range(100):
             with contextlib.suppress(httpx.TransportError):
                 info = httpx.get(f"http://127.0.0.1:{port}/api/info").json()
                 break
             time.sleep(0.1)
+        assert info is not None, f"no answer on port {port}: {err_path.read_text()}"
         assert info["z_dim"] == 16
     finally:
         proc.terminate()
