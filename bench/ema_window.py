@@ -9,9 +9,11 @@ alone (no seed or step-count spread between them), and the row `own` (the traine
 must equal the profile that repeats the trainer's decay (`c10`): a check of the script itself.
 
 A profile `NAME=C:CAP` decays as min(CAP, (1 + t) / (C + t)) at G step t: ganforge's ramp is
-C = 10 (1 - decay ~ 9 / t, an average over roughly the last 8 % of the steps); a smaller C
-averages a longer share of the run, a larger one a shorter share, and CAP bounds the decay
-(0.999 is the preset's `ema`). `raw=0:0` scores G itself.
+C = 10. Such a ramp weights step s in proportion to about s^(C - 2), a power-function average
+(EDM2's, with gamma = C - 2; for C = 10 about half the weight lies on the last 7.4 % of the
+steps): a smaller C averages a longer share of the run, a larger one a shorter share. CAP bounds
+the decay (0.999 is the preset's `ema`; it is reached at step 999 C - 1000). `raw=0:0` scores
+G itself.
 
     python bench/ema_window.py --out /tmp/ema0 --minutes 8 --seed 0 --threads 1
 """
@@ -27,7 +29,8 @@ from pathlib import Path
 import torch
 
 from ganforge import data
-from ganforge.config import PRESETS, build_config, coerce
+from ganforge.checkpoint import load_checkpoint
+from ganforge.config import PRESETS, build_config, parse_overrides
 from ganforge.metrics import FeatureExtractor, evaluate_images
 from ganforge.metrics.training import generator_batches, reference_subset
 from ganforge.train import train
@@ -63,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     profiles = parse_profiles(args.profiles)
     torch.set_num_threads(args.threads)
-    extra = {k: coerce(k, v) for k, _, v in (kv.partition("=") for kv in args.set)}
+    extra = parse_overrides(args.set)
     cfg = build_config([PRESETS["fast"], dict(data="fashion-mnist", minutes=args.minutes,
                                               steps=args.steps, seed=args.seed,
                                               threads=args.threads, eval_every=0, eval_n=0),
@@ -73,16 +76,27 @@ def main() -> None:
 
     def hook(trainer) -> None:
         held["trainer"] = trainer
-        if not averages:  # the first G step: every average starts from G's initial weights
+        if not averages:
+            # the first G step: every average starts from G's initial weights, read from the
+            # step-0 checkpoint the trainer writes before it trains (no later one exists yet)
+            start = load_checkpoint(trainer.latest)
+            assert start.step == 0, start.step
             for name in profiles:
                 averages[name] = copy.deepcopy(trainer.G_ema)
+                start.load_module(averages[name], "G")
         t = trainer.sched["g_steps"] - 1  # the step whose update the trainer just made
         for name, (c, cap) in profiles.items():
             ema_update(averages[name], trainer.G, decay(c, cap, t))
 
     result = train(cfg, args.out, progress=False, fault_hook=hook)
+    if "trainer" not in held:
+        sys.exit("the run ended before its first G step: nothing to average")
     trainer = held["trainer"]
-    print(f"trained {result.step} G steps", flush=True)
+    rollbacks = trainer.state["rollbacks"]
+    print(f"trained {result.step} G steps, {rollbacks} rollbacks", flush=True)
+    if rollbacks:  # a rollback restores G and G_ema, not the averages kept here
+        print("warning: the health monitor rolled back; the profiles also averaged the steps "
+              "it discarded, so they no longer compare with `own`", file=sys.stderr)
     ds = data.resolve("fashion-mnist:test", size=trainer.size, channels=trainer.channels,
                       progress=False)
     real, key = reference_subset(ds, len(ds))
@@ -97,7 +111,8 @@ def main() -> None:
                             n_fake=args.n, extractor=ex, progress=False)
         fid = next(v for k, v in r.items() if k.startswith("fid"))
         kid = next(v for k, v in r.items() if k.startswith("kid") and not k.endswith("std"))
-        row = dict(profile=name, spec=profiles.get(name), step=result.step, fid=fid, kid=kid)
+        row = dict(profile=name, spec=profiles.get(name), step=result.step, fid=fid, kid=kid,
+                   rollbacks=rollbacks)
         rows.append(row)
         print(json.dumps(row), flush=True)
     trainer.G_ema = own

@@ -1,11 +1,12 @@
 """Where does the Fashion-MNIST default recipe level off? One long run, scored at several steps.
 
 Trains the recipe `ganforge train --data fashion-mnist` picks (the `fast` preset) for MINUTES
-with its own thread count, keeps a copy of the checkpoint at each step of --at (the trainer
-saves one every `sample_every` = 250 steps, so the steps must be multiples of 250), then scores
-N samples of every copy and of the last checkpoint against the 10,000 test images with
-`ganforge evaluate`. The curve says how many steps the recipe needs for a given FID on any
-machine; the machine's step rate turns that into minutes.
+with its thread setting (threads=0: torch's default, every core), keeps a copy of the checkpoint
+at each step of --at (the trainer saves one every `sample_every` = 250 steps, so the steps must
+be multiples of 250), then scores N samples of every copy and of the last checkpoint against the
+10,000 test images with `ganforge evaluate`. The curve says how many steps the recipe needs for
+a given FID with that seed in float32 (another seed, or bfloat16, starts another trajectory:
+docs/BENCHMARKS.md, round 7); a machine's step rate turns steps into minutes.
 
     python bench/fmnist_ceiling.py --out /tmp/ceil --minutes 30 --at 2500,5000,10000,15000
 """
@@ -38,7 +39,7 @@ def main() -> None:
     run = Path(args.out)
     cfg = build_config([PRESETS["fast"], dict(data="fashion-mnist", minutes=args.minutes,
                                               seed=args.seed, eval_every=0, eval_n=0)])
-    kept: list[Path] = []
+    kept: dict[int, Path] = {}  # by step: after a rollback the hook may see a step again
 
     def hook(trainer) -> None:
         # runs after G step `trainer.step`, before that step's checkpoint is written: the
@@ -47,16 +48,19 @@ def main() -> None:
         if s in at:
             dst = run / "checkpoints" / f"step-{s:06d}.safetensors"
             shutil.copyfile(trainer.latest, dst)
-            kept.append(dst)
+            kept[s] = dst
 
     result = train(cfg, run, progress=False, fault_hook=hook)
     print(f"trained {result.step} G steps", flush=True)
+    missing = [s for s in at if s not in kept]
+    if missing:  # not reached, or the clock stopped on the step itself (the last row has it)
+        print(f"no checkpoint kept of step(s) {', '.join(map(str, missing))}", flush=True)
     rows = []
-    for ckpt in [*kept, run / "checkpoints" / "latest.safetensors"]:
+    for ckpt in [*(kept[s] for s in sorted(kept)), run / "checkpoints" / "latest.safetensors"]:
         out = subprocess.run(
             [sys.executable, "-m", "ganforge", "evaluate", str(ckpt), "--ref",
              "fashion-mnist:test", "--n", str(args.n), "--metrics", "fid,kid", "--json",
-             "--no-progress"], capture_output=True, text=True, check=True)
+             "--no-progress"], stdout=subprocess.PIPE, text=True, check=True)
         r = json.loads(out.stdout)
         fid = next(v for k, v in r.items() if k.startswith("fid"))
         kid = next(v for k, v in r.items() if k.startswith("kid") and not k.endswith("std"))
