@@ -31,7 +31,8 @@ import torch
 from ganforge import data
 from ganforge.checkpoint import load_checkpoint
 from ganforge.config import PRESETS, build_config, parse_overrides
-from ganforge.metrics import FeatureExtractor, evaluate_images
+from ganforge.errors import GanforgeError
+from ganforge.metrics import FeatureExtractor, evaluate_images, metric_name
 from ganforge.metrics.training import generator_batches, reference_subset
 from ganforge.train import train
 from ganforge.train_utils import ema_update
@@ -44,7 +45,11 @@ def parse_profiles(text: str) -> dict[str, tuple[float, float]]:
     for item in text.split(","):
         name, _, spec = item.partition("=")
         c, _, cap = spec.partition(":")
-        out[name.strip()] = (float(c), float(cap))
+        try:
+            out[name.strip()] = (float(c), float(cap))
+        except ValueError:
+            raise GanforgeError(f"--profiles: {item!r} is not NAME=C:CAP "
+                                "(e.g. c10=10:0.999)") from None
     return out
 
 
@@ -109,10 +114,9 @@ def main() -> None:
         gen = generator_batches(G, trainer.variant, cfg, args.n, 0, trainer.device)
         r = evaluate_images(gen, real, metrics=("fid", "kid"), real_key=key, split="test",
                             n_fake=args.n, extractor=ex, progress=False)
-        fid = next(v for k, v in r.items() if k.startswith("fid"))
-        kid = next(v for k, v in r.items() if k.startswith("kid") and not k.endswith("std"))
-        row = dict(profile=name, spec=profiles.get(name), step=result.step, fid=fid, kid=kid,
-                   rollbacks=rollbacks)
+        row = dict(profile=name, spec=profiles.get(name), step=result.step,
+                   fid=r[metric_name("fid", args.n, "test")],
+                   kid=r[metric_name("kid", args.n, "test")], rollbacks=rollbacks)
         rows.append(row)
         print(json.dumps(row), flush=True)
     trainer.G_ema = own
@@ -120,4 +124,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        main()
+    except GanforgeError as e:
+        sys.exit(f"error: {e}")

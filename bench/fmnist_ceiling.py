@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 from ganforge.config import PRESETS, build_config
+from ganforge.errors import GanforgeError
+from ganforge.metrics import metric_name
 from ganforge.train import train
 
 
@@ -33,7 +35,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="samples scored per checkpoint")
     args = ap.parse_args()
-    at = sorted(int(s) for s in args.at.split(","))
+    try:
+        at = sorted(int(s) for s in args.at.split(","))
+    except ValueError:
+        sys.exit(f"--at: a comma list of steps, got {args.at!r}")
     if any(s % PRESETS["fast"]["sample_every"] for s in at):
         sys.exit(f"--at: steps must be multiples of {PRESETS['fast']['sample_every']}")
     run = Path(args.out)
@@ -62,12 +67,14 @@ def main() -> None:
              "fashion-mnist:test", "--n", str(args.n), "--metrics", "fid,kid", "--json",
              "--no-progress"], stdout=subprocess.PIPE, text=True, check=True)
         r = json.loads(out.stdout)
-        fid = next(v for k, v in r.items() if k.startswith("fid"))
-        kid = next(v for k, v in r.items() if k.startswith("kid") and not k.endswith("std"))
-        rows.append(dict(step=r["step"], fid=fid, kid=kid))
+        rows.append(dict(step=r["step"], fid=r[metric_name("fid", args.n, "test")],
+                         kid=r[metric_name("kid", args.n, "test")]))
         print(json.dumps(rows[-1]), flush=True)
     (run / "ceiling.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GanforgeError as e:
+        sys.exit(f"error: {e}")
