@@ -3,11 +3,12 @@
 N training images drawn at random (seed `--seed`) stand in for the samples of a generator
 that draws exactly from the data, and are scored against the reference images as `evaluate`
 scores samples (the same Inception protocol, the same cached reference statistics). FID of a
-finite sample is biased upwards, the more so the smaller N is, so this is the floor of the
-figure at that N: for Fashion-MNIST, `fid5k_test` (5,000 samples against the 10,000 test
-images) cannot go below the line N = 5000 prints. The features of the largest N are computed
-once and the smaller N use their first images; `--cache FILE.npz` keeps them (with the
-key of the images drawn) for a rerun.
+finite sample is biased upwards, the more so the smaller N is, so this is what a generator
+that draws from the data scores at that N (one draw of it; the bias also depends on the
+samples' covariance, so it is an expected level, not a bound): for Fashion-MNIST, the line
+N = 5000 is the level of `fid5k_test` (5,000 samples against the 10,000 test images). The
+features of the largest N are computed once and each smaller N takes a random subset of them
+(seeded); `--cache FILE.npz` keeps them (with the key of the images drawn) for a rerun.
 
     python bench/fid_floor.py --data fashion-mnist --ref fashion-mnist:test --n 2000,5000
 """
@@ -23,13 +24,11 @@ import torch
 
 from ganforge import data
 from ganforge.errors import GanforgeError
-from ganforge.evaluate import set_name
+from ganforge.evaluate import MAX_REAL, set_name
 from ganforge.metrics import FeatureExtractor
 from ganforge.metrics.refstats import reference_stats
 from ganforge.metrics.scores import feature_stats, fid_from_stats
 from ganforge.metrics.training import reference_subset
-
-MAX_REAL = 10_000
 
 
 def main() -> None:
@@ -47,6 +46,13 @@ def main() -> None:
         counts = sorted(int(s) for s in args.n.split(","))
     except ValueError:
         raise GanforgeError(f"--n: a comma list of counts, got {args.n!r}") from None
+    if args.threads < 1 or args.seed < 0:
+        raise GanforgeError("--threads must be at least 1 and --seed at least 0")
+    cache = args.cache
+    if cache is not None:
+        cache = cache if cache.suffix == ".npz" else cache.with_name(cache.name + ".npz")
+        if not cache.parent.is_dir():
+            raise GanforgeError(f"--cache: no folder {cache.parent}")
     torch.set_num_threads(args.threads)
     ds = data.resolve(args.data, size=args.size, channels=args.channels, progress=False)
     if not 2 <= counts[0] <= counts[-1] < len(ds):
@@ -58,16 +64,21 @@ def main() -> None:
     ref = reference_stats(real, key, set_name(args.ref, ref_ds), extractor=ex)
     drawn, drawn_key = reference_subset(ds, counts[-1], seed=args.seed)
     feats = None
-    if args.cache and args.cache.exists():
-        cached = np.load(args.cache)
-        if str(cached["key"]) == drawn_key:  # the same images (content hash, seed, count)
-            feats = cached["features"]
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache) as z:
+                if str(z["key"]) == drawn_key:  # the same images (content hash, seed, count)
+                    feats = z["features"]
+        except (OSError, ValueError, KeyError) as e:
+            raise GanforgeError(f"--cache {cache}: not a cache of this script ({e})") from None
     if feats is None:
         feats = ex.extract(drawn, desc=f"{args.data} features").features
-        if args.cache:
-            np.savez(args.cache, features=feats, key=drawn_key)
+        if cache is not None:
+            np.savez(cache, features=feats, key=drawn_key)
+    # reference_subset returns its images in index order: a smaller N takes a random subset
+    order = np.random.default_rng(args.seed).permutation(len(feats))
     for n in counts:
-        mu, sigma = feature_stats(feats[:n])
+        mu, sigma = feature_stats(feats[np.sort(order[:n])] if n < len(feats) else feats)
         print(f"{n:,} images of {args.data} (seed {args.seed}) against {len(real):,} of "
               f"{args.ref}: FID {fid_from_stats(mu, sigma, ref.mu, ref.sigma):.2f}", flush=True)
 
