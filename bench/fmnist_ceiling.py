@@ -9,6 +9,8 @@ a given FID with that seed in float32 (another seed, or bfloat16, starts another
 docs/BENCHMARKS.md, round 7); a machine's step rate turns steps into minutes.
 
     python bench/fmnist_ceiling.py --out /tmp/ceil --minutes 30 --at 2500,5000,10000,15000
+
+`--set KEY=VALUE` (repeatable) changes the preset, to see where another recipe levels off.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ganforge.config import PRESETS, build_config
+from ganforge.config import PRESETS, build_config, parse_overrides
 from ganforge.errors import GanforgeError
 from ganforge.metrics import metric_name
 from ganforge.train import train
@@ -34,6 +36,8 @@ def main() -> None:
                     help="steps to keep a checkpoint of (multiples of 250)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=2000, help="samples scored per checkpoint")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override of the preset, e.g. g_width=96")
     args = ap.parse_args()
     try:
         at = sorted(int(s) for s in args.at.split(","))
@@ -43,7 +47,8 @@ def main() -> None:
         sys.exit(f"--at: steps must be multiples of {PRESETS['fast']['sample_every']}")
     run = Path(args.out)
     cfg = build_config([PRESETS["fast"], dict(data="fashion-mnist", minutes=args.minutes,
-                                              seed=args.seed, eval_every=0, eval_n=0)])
+                                              seed=args.seed, eval_every=0, eval_n=0),
+                        parse_overrides(args.set)])
     kept: dict[int, Path] = {}  # by step: after a rollback the hook may see a step again
 
     def hook(trainer) -> None:
