@@ -78,11 +78,26 @@ def init(device_name: str) -> tuple[Dist, str]:
         device_name = str(device_id)
         torch.cuda.set_device(device_id)
     if not dist.is_initialized():
+        _bind_world_defaults_first()
         # device_id binds the NCCL communicator to this process's GPU at once (no guessing
         # from the current device, no lazy init on the first collective)
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device_id,
                                 timeout=datetime.timedelta(minutes=10))
     return Dist(rank, world, local_rank), device_name
+
+
+def _bind_world_defaults_first() -> None:
+    """Import, before the process group exists, the torch module that binds it at import.
+
+    `torch.distributed.nn.functional` declares `group=group.WORLD` as default arguments, which
+    Python evaluates once, at import; torch imports it lazily (the first `torch.optim`
+    optimizer pulls in torch._dynamo, which imports it). Imported after `init_process_group`,
+    those defaults hold the default group for the life of the process: `destroy_process_group`
+    then cannot free it, gloo's worker threads live on into interpreter shutdown, and their
+    teardown there now and then kills a finished process with SIGABRT ("terminate called
+    without an active exception"). Imported first, the defaults hold None.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def shutdown() -> None:

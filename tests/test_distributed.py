@@ -97,6 +97,26 @@ def test_batch_must_divide_across_processes(fmnist_dir, tmp_path):
     assert "batch_size 15 (the global batch) must be divisible by the 2 processes" in r.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_process_group_is_gone_before_the_interpreter_exits(fmnist_dir, tmp_path):
+    """A finished run leaves no gloo thread behind: the group is freed by the CLI itself, not
+    in the interpreter's shutdown, where gloo's teardown now and then aborted a finished
+    process (SIGABRT, twice in CI in 2026-12; ganforge.distributed._bind_world_defaults_first)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    worker = Path(__file__).with_name("teardown_worker.py")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", str(worker), str(tmp_path), "train",
+                        "--data", str(fmnist_dir), "--out", str(tmp_path / "run"), *COMMON,
+                        "--variant", "dcgan", "--steps", "2"],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-6000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"threads_rank{rank}.json").read_text())
+        # while the group lives its threads are visible by name (the check below can fail)
+        assert any("gloo" in name for name in seen["with_group"]), seen
+        assert not any("gloo" in name for name in seen["after"]), seen
+
+
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
     """Small real data for the other kinds of variant: 32 pairs (edge map -> Fashion-MNIST
