@@ -50,6 +50,9 @@ from ganforge.metrics.training import reference_subset
 from ganforge.sample import to_uint8
 from ganforge.variants import get_variant
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import feature_cache  # noqa: E402
+
 
 def load_nets(run: str) -> tuple:
     """(cfg, variant, G_ema, D, step, size, channels) of the run's latest checkpoint; G_ema and
@@ -125,31 +128,10 @@ def selections(d: np.ndarray, n: int, rng: np.random.Generator
     return rows
 
 
-def cache_file(path: Path | None) -> Path | None:
-    """--cache as the file numpy writes (it appends .npz), its folder checked before any work."""
-    if path is None:
-        return None
-    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-    if not path.parent.is_dir():
-        raise GanforgeError(f"--cache: no folder {path.parent}")
-    return path
-
-
 def digest(images: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()
-
-
-def load_cache(path: Path | None, images: np.ndarray) -> np.ndarray | None:
-    """The cached features when the file holds this very pool (the same images), else None."""
-    if path is None or not path.exists():
-        return None
-    try:
-        with np.load(path) as z:
-            feats, cached = z["features"], str(z["images_sha1"])
-    except (OSError, ValueError, KeyError) as e:
-        raise GanforgeError(f"--cache {path}: not a cache of this script ({e})") from None
-    same = len(feats) == len(images) and cached == digest(images)
-    return feats if same else None
+    """The pool's cache key: a hash of its images (count, shape and every pixel)."""
+    return hashlib.sha1(f"{images.shape}".encode() + np.ascontiguousarray(images).tobytes()
+                        ).hexdigest()
 
 
 def main() -> None:
@@ -168,7 +150,7 @@ def main() -> None:
         raise GanforgeError(f"--n must be between 2 and --pool ({args.pool}), got {args.n}")
     if args.threads < 1 or args.seed < 0:
         raise GanforgeError("--threads must be at least 1 and --seed at least 0")
-    cache = cache_file(args.cache)
+    cache = feature_cache.cache_file(args.cache)
     torch.set_num_threads(args.threads)
     cfg, variant, G, D, step, size, channels = load_nets(args.run)
     ds = data.resolve(args.ref, size=size, channels=channels, progress=False)
@@ -181,11 +163,10 @@ def main() -> None:
           f"{d.mean():.2f} (sd {d.std():.2f}), on {len(dr):,} reference images: mean "
           f"{dr.mean():.2f} (sd {dr.std():.2f}); AUC {auc(dr, d):.3f}", flush=True)
     ex = FeatureExtractor(device="cpu", batch_size=50, progress=True)
-    feats = load_cache(cache, images)
+    feats = feature_cache.load(cache, digest(images))
     if feats is None:
         feats = ex.extract(images, desc="pool features").features
-        if cache is not None:
-            np.savez(cache, features=feats, images_sha1=digest(images))
+        feature_cache.save(cache, feats, digest(images))
     ref = reference_stats(real, key, set_name(args.ref, ds), extractor=ex)
     print(f"\n| rule | FID of {args.n:,} samples against {len(real):,} images of {args.ref} |")
     print("|---|---|")

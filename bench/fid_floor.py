@@ -30,6 +30,9 @@ from ganforge.metrics.refstats import reference_stats
 from ganforge.metrics.scores import feature_stats, fid_from_stats
 from ganforge.metrics.training import reference_subset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import feature_cache  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,11 +51,7 @@ def main() -> None:
         raise GanforgeError(f"--n: a comma list of counts, got {args.n!r}") from None
     if args.threads < 1 or args.seed < 0:
         raise GanforgeError("--threads must be at least 1 and --seed at least 0")
-    cache = args.cache
-    if cache is not None:
-        cache = cache if cache.suffix == ".npz" else cache.with_name(cache.name + ".npz")
-        if not cache.parent.is_dir():
-            raise GanforgeError(f"--cache: no folder {cache.parent}")
+    cache = feature_cache.cache_file(args.cache)
     torch.set_num_threads(args.threads)
     ds = data.resolve(args.data, size=args.size, channels=args.channels, progress=False)
     if not 2 <= counts[0] <= counts[-1] < len(ds):
@@ -63,18 +62,10 @@ def main() -> None:
     ex = FeatureExtractor(device="cpu", batch_size=50, progress=True)
     ref = reference_stats(real, key, set_name(args.ref, ref_ds), extractor=ex)
     drawn, drawn_key = reference_subset(ds, counts[-1], seed=args.seed)
-    feats = None
-    if cache is not None and cache.exists():
-        try:
-            with np.load(cache) as z:
-                if str(z["key"]) == drawn_key:  # the same images (content hash, seed, count)
-                    feats = z["features"]
-        except (OSError, ValueError, KeyError) as e:
-            raise GanforgeError(f"--cache {cache}: not a cache of this script ({e})") from None
+    feats = feature_cache.load(cache, drawn_key)  # drawn_key: content hash, seed, count
     if feats is None:
         feats = ex.extract(drawn, desc=f"{args.data} features").features
-        if cache is not None:
-            np.savez(cache, features=feats, key=drawn_key)
+        feature_cache.save(cache, feats, drawn_key)
     # reference_subset returns its images in index order: a smaller N takes a random subset
     order = np.random.default_rng(args.seed).permutation(len(feats))
     for n in counts:
