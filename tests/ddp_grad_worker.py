@@ -32,8 +32,7 @@ def grads_of(module: nn.Module) -> list[list[float]]:
 
 
 def main(out: str) -> None:
-    dist.init_process_group("gloo")
-    d = dist_.Dist(dist.get_rank(), dist.get_world_size())
+    d, _ = dist_.init("cpu")  # as training joins (gloo), so the group is freed at the end
     torch.manual_seed(100 + d.rank)  # each rank its own data
     real, fake = torch.randn(8, 12), torch.randn(8, 12)
     result: dict[str, object] = {}
@@ -72,7 +71,7 @@ def main(out: str) -> None:
     with open(os.path.join(out, f"rank{d.rank}.json"), "w") as f:
         json.dump(result, f)
     dist.barrier()  # leave together: a peer that exits mid-teardown aborts gloo (SIGABRT)
-    dist.destroy_process_group()
+    dist_.shutdown()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
 def launch(nproc, data_dir, out, *args, frozen_norm=False):
     """`torchrun --nproc_per_node N -m ganforge train ...` (or plain python for N = 1);
     frozen_norm: through tests/frozen_norm_train.py (samples independent within a batch)."""
-    # PYTHONFAULTHANDLER: a process killed by a signal (a gloo abort at exit was seen once, in
-    # 2026-12) prints every thread's Python stack into the stderr the failure message shows
+    # PYTHONFAULTHANDLER: a process killed by a signal prints every thread's Python stack into
+    # the stderr the failure message shows (as it did for the gloo abort at exit, 2026-12)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
