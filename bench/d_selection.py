@@ -163,10 +163,11 @@ def main() -> None:
           f"{d.mean():.2f} (sd {d.std():.2f}), on {len(dr):,} reference images: mean "
           f"{dr.mean():.2f} (sd {dr.std():.2f}); AUC {auc(dr, d):.3f}", flush=True)
     ex = FeatureExtractor(device="cpu", batch_size=50, progress=True)
-    feats = feature_cache.load(cache, digest(images))
+    pool_key = digest(images)
+    feats = feature_cache.load(cache, pool_key)
     if feats is None:
         feats = ex.extract(images, desc="pool features").features
-        feature_cache.save(cache, feats, digest(images))
+        feature_cache.save(cache, feats, pool_key)
     ref = reference_stats(real, key, set_name(args.ref, ds), extractor=ex)
     print(f"\n| rule | FID of {args.n:,} samples against {len(real):,} images of {args.ref} |")
     print("|---|---|")

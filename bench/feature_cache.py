@@ -10,6 +10,7 @@ that set, so a rerun on the same images skips the slow extraction.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +31,21 @@ def cache_file(path: Path | None) -> Path | None:
 
 
 def load(path: Path | None, key: str) -> np.ndarray | None:
-    """The cached features when the file holds the images `key` names, else None; a file that
-    is no cache of these scripts is an error (never silently overwritten)."""
+    """The cached features when the file holds the images `key` names, else None (the caller
+    then extracts them and `save` replaces the file: one set of images per file). A file
+    that is no cache this version can read is an error, never overwritten."""
     if path is None or not path.exists():
         return None
     try:
-        with np.load(path) as z:
+        z = np.load(path)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with z:
             feats, cached = z["features"], str(z["key"])
-    except (OSError, ValueError, KeyError) as e:
-        raise GanforgeError(f"--cache {path}: not a feature cache of the bench scripts ({e})"
-                            ) from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise GanforgeError(f"--cache {path}: not a cache this version can read (an older "
+                            f"format, a torn write or another program's file: {e}); delete "
+                            "it or choose another --cache") from None
     return feats if cached == key else None
 
 

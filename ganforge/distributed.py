@@ -87,15 +87,17 @@ def init(device_name: str) -> tuple[Dist, str]:
 
 
 def _bind_world_defaults_first() -> None:
-    """Import, before the process group exists, the torch module that binds it at import.
+    """Import, before the process group exists, the torch module that training would import
+    after it and that binds the group at import (torch 2.13; the torchrun teardown test in
+    tests/test_distributed.py checks that no other does).
 
     `torch.distributed.nn.functional` declares `group=group.WORLD` as default arguments, which
-    Python evaluates once, at import; torch imports it lazily (the first `torch.optim`
+    Python evaluates once, at import; torch 2.13 imports it lazily (the first `torch.optim`
     optimizer pulls in torch._dynamo, which imports it). Imported after `init_process_group`,
     those defaults hold the default group for the life of the process: `destroy_process_group`
-    then cannot free it, gloo's worker threads live on into interpreter shutdown, and their
-    teardown there now and then kills a finished process with SIGABRT ("terminate called
-    without an active exception"). Imported first, the defaults hold None.
+    then cannot free it, and gloo's worker threads live on into interpreter shutdown, the
+    likely cause of the SIGABRT ("terminate called without an active exception") that now and
+    then killed a torchrun worker after its run had finished. Imported first, they hold None.
     """
     import torch.distributed.nn  # noqa: F401
 

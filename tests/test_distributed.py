@@ -100,9 +100,10 @@ def test_batch_must_divide_across_processes(fmnist_dir, tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
 def test_process_group_is_gone_before_the_interpreter_exits(fmnist_dir, tmp_path):
     """A finished run leaves no gloo thread behind: the group is freed by the CLI itself, not
-    in the interpreter's shutdown, where gloo's teardown now and then aborted a finished
-    process (SIGABRT, twice in CI in 2026-12; ganforge.distributed._bind_world_defaults_first)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    left to the interpreter's shutdown, the likely cause of a finished process's SIGABRT seen
+    twice in CI in 2026-12 (ganforge.distributed._bind_world_defaults_first)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONFAULTHANDLER": "1"}
     worker = Path(__file__).with_name("teardown_worker.py")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc_per_node=2", str(worker), str(tmp_path), "train",
