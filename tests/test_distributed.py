@@ -16,22 +16,24 @@ from ganforge import checkpoint, data, data_cond
 pytestmark = pytest.mark.torchrun  # `make test` runs these after the parallel part, alone
 
 FROZEN_NORM = Path(__file__).with_name("frozen_norm_train.py")
+TEARDOWN = Path(__file__).with_name("teardown_worker.py")
 COMMON = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16",
           "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=2",
           "--set", "grid_size=8", "--no-progress",
           "--device", "cpu"]  # gloo on CPUs, also on a machine with a GPU (one GPU: no NCCL pair)
 
 
-def launch(nproc, data_dir, out, *args, frozen_norm=False):
-    """`torchrun --nproc_per_node N -m ganforge train ...` (or plain python for N = 1);
-    frozen_norm: through tests/frozen_norm_train.py (samples independent within a batch)."""
+def launch(nproc, data_dir, out, *args, entry=("-m", "ganforge", "train")):
+    """`torchrun --nproc_per_node N -m ganforge train ...` (or plain python for N = 1); `entry`:
+    another program and its leading arguments in place of `-m ganforge train`, such as
+    tests/frozen_norm_train.py (samples independent within a batch)."""
     # PYTHONFAULTHANDLER: a process killed by a signal prints every thread's Python stack into
     # the stderr the failure message shows (as it did for the gloo abort at exit, 2026-12)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    cmd += [str(FROZEN_NORM)] if frozen_norm else ["-m", "ganforge", "train"]
+    cmd += list(entry)
     cmd += ["--data", str(data_dir), "--out", str(out), *COMMON, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-12000:]
@@ -102,15 +104,8 @@ def test_process_group_is_gone_before_the_interpreter_exits(fmnist_dir, tmp_path
     """A finished run leaves no gloo thread behind: the group is freed by the CLI itself, not
     left to the interpreter's shutdown, the likely cause of a finished process's SIGABRT seen
     twice in CI in 2026-12 (ganforge.distributed._bind_world_defaults_first)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONFAULTHANDLER": "1"}
-    worker = Path(__file__).with_name("teardown_worker.py")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node=2", str(worker), str(tmp_path), "train",
-                        "--data", str(fmnist_dir), "--out", str(tmp_path / "run"), *COMMON,
-                        "--variant", "dcgan", "--steps", "2"],
-                       capture_output=True, text=True, env=env, timeout=180)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-6000:]
+    launch(2, fmnist_dir, tmp_path / "run", "--variant", "dcgan", "--steps", "2",
+           entry=[str(TEARDOWN), str(tmp_path), "train"])
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"threads_rank{rank}.json").read_text())
         # while the group lives its threads are visible by name (the check below can fail)
@@ -162,8 +157,8 @@ def test_two_processes_train_as_one_for_labels_pairs_and_two_domains(
     }[variant]
     args = ["--variant", variant, "--steps", "4", "--device", "cpu", "--set", "eval_n=0",
             "--set", "log_every=1", "--set", "sample_every=4", *args]
-    launch(2, source, tmp_path / "two", *args, frozen_norm=True)
-    launch(1, source, tmp_path / "one", *args, frozen_norm=True)
+    launch(2, source, tmp_path / "two", *args, entry=[str(FROZEN_NORM)])
+    launch(1, source, tmp_path / "one", *args, entry=[str(FROZEN_NORM)])
     two, one = digests_agree(tmp_path / "two"), state(tmp_path / "one")
     assert two.meta["state"]["world"] == 2 and one.meta["state"]["world"] == 1
     log2, log1 = train_log(tmp_path / "two"), train_log(tmp_path / "one")
