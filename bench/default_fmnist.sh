@@ -6,6 +6,7 @@
 #
 #   bash bench/default_fmnist.sh [WORK_DIR] [MINUTES]      # default: a temp dir, 10 minutes
 #   ROWS=new bash bench/default_fmnist.sh ...             # only today's default
+#   SEED=1 ROWS=new bash bench/default_fmnist.sh ...      # today's default with --seed 1
 #
 # Run it on an otherwise idle machine: the default's figure depends on the steps it gets.
 set -euo pipefail
@@ -24,7 +25,7 @@ for row in $ROWS; do
 done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ $ROWS == *new* ]] && "$PY" -m ganforge train --data fashion-mnist --minutes "$MINUTES" \
-    --out "$WORK/new" --no-progress
+    ${SEED:+--seed "$SEED"} --out "$WORK/new" --no-progress
 [[ $ROWS == *old* ]] && "$PY" -m ganforge train --data fashion-mnist --variant dcgan \
     --out "$WORK/old" --no-progress
 echo "load after training: $(cut -d' ' -f1-3 /proc/loadavg)"
