@@ -7,6 +7,7 @@
 #   bash bench/default_fmnist.sh [WORK_DIR] [MINUTES]      # default: a temp dir, 10 minutes
 #   ROWS=new bash bench/default_fmnist.sh ...             # only today's default
 #   SEED=1 ROWS=new bash bench/default_fmnist.sh ...      # today's default with --seed 1
+#   SET="z_dim=8 lr_g=1e-3" ROWS=new bash ...            # today's default with --set z_dim=8 ...
 #
 # Run it on an otherwise idle machine: the default's figure depends on the steps it gets.
 set -euo pipefail
@@ -17,6 +18,8 @@ WORK=$(cd "$WORK" && pwd)  # relative to where it was called from
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ROWS=${ROWS:-new old}
+SETS=()
+for kv in ${SET:-}; do SETS+=(--set "$kv"); done
 for row in $ROWS; do
     [[ $row == new || $row == old ]] || { echo "ROWS: new and/or old, not '$row'" >&2; exit 2; }
 done
@@ -25,7 +28,7 @@ for row in $ROWS; do
 done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ $ROWS == *new* ]] && "$PY" -m ganforge train --data fashion-mnist --minutes "$MINUTES" \
-    ${SEED:+--seed "$SEED"} --out "$WORK/new" --no-progress
+    ${SEED:+--seed "$SEED"} ${SETS[@]+"${SETS[@]}"} --out "$WORK/new" --no-progress
 [[ $ROWS == *old* ]] && "$PY" -m ganforge train --data fashion-mnist --variant dcgan \
     --out "$WORK/old" --no-progress
 echo "load after training: $(cut -d' ' -f1-3 /proc/loadavg)"
