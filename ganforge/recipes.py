@@ -23,6 +23,12 @@ LARGE = 20_000
 DEFAULT_STEPS = 20_000
 
 
+def measured_latent(size: int, channels: int) -> bool:
+    """Whether the `fast` preset's small latent has been measured on images like these: gray,
+    32 px or less (Fashion-MNIST's kind)."""
+    return channels == 1 and size <= 32
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -44,11 +50,19 @@ def choose(n_images: int, size: int, channels: int, device: str, world: int = 1)
         overrides = {**{k: v for k, v in PRESETS[preset].items()
                         if k not in ("log_every", "sample_every")}, "steps": DEFAULT_STEPS}
         if not gpu:
-            # the preset runs ~30 steps/s on a 2-core CPU: a quick FID every 1,000 steps (15 s
-            # for 250 images) would take a third of the clock, every 5,000 about a tenth
+            # the preset made 8-18 steps/s on the 2-core CPUs measured (5,000-10,500 steps in
+            # 10 minutes): a quick FID every 1,000 steps (15 s for 250 images) would take
+            # 11-21 % of the clock, every 5,000 steps 2-4 %
             overrides.update(eval_every=5000, sample_every=1000)
+        latent = ""
+        if "z_dim" in overrides and not measured_latent(size, channels):
+            # the preset's small latent was measured on 28 px gray images only (round 10 in
+            # docs/BENCHMARKS.md); richer images keep DCGAN's 100, the paper's for 64 px colour
+            overrides["z_dim"] = 100
+            latent = " (with DCGAN's 100-dim latent: the preset's smaller one is measured on " \
+                     "gray images of 32 px or less only)"
         return Recipe(preset, f"{what}: enough that D cannot memorise them; the `{preset}` "
-                      f"preset, DCGAN with EMA, tuned for FID per minute", overrides)
+                      f"preset, DCGAN with EMA, tuned for FID per minute{latent}", overrides)
     # Measured on the Pokémon sprites (64 px, 10 CPU minutes, bench/bench_smalldata.py):
     # the variant's defaults (batch 64, lr 2e-4, float32) took 190 steps in 10 minutes; batch 16
     # with lr 1e-3 and bf16 trained ten times as many and scored best. On a GPU the run is long

@@ -32,6 +32,13 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     # the gpu preset keeps its own
     assert large.overrides["eval_every"] == 5000
     assert choose(60_000, 28, 1, "cuda:0").overrides["eval_every"] == 2000
+    # the preset's 16-dim latent where it was measured (28 px gray); DCGAN's 100 for images it
+    # was not measured on, said in the recipe's line
+    assert large.overrides["z_dim"] == 16 and "latent" not in large.why
+    for size, channels in ((64, 1), (32, 3), (64, 3)):
+        other = choose(60_000, size, channels, "cpu")
+        assert other.overrides["z_dim"] == 100 and "100-dim latent" in other.why
+    assert choose(60_000, 32, 1, "cpu").overrides["z_dim"] == 16
     for r in (small, large):
         build_config([r.overrides])  # every recipe is a valid config
         assert r.line().startswith(f"recipe: {r.name} (") and "\n" not in r.line()
