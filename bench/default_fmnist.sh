@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ROWS=${ROWS:-new old}
 SETS=()
-for kv in ${SET:-}; do SETS+=(--set "$kv"); done
+read -ra KVS <<< "${SET:-}"  # split on spaces, no glob expansion
+for kv in ${KVS[@]+"${KVS[@]}"}; do SETS+=(--set "$kv"); done
 for row in $ROWS; do
     [[ $row == new || $row == old ]] || { echo "ROWS: new and/or old, not '$row'" >&2; exit 2; }
 done

@@ -24,8 +24,8 @@ DEFAULT_STEPS = 20_000
 
 
 def measured_latent(size: int, channels: int) -> bool:
-    """Whether the `fast` preset's small latent has been measured on images like these: gray,
-    32 px or less (Fashion-MNIST's kind)."""
+    """Whether images are like those the `fast` preset's small latent was measured on (28 px
+    gray, Fashion-MNIST): gray and 32 px or less."""
     return channels == 1 and size <= 32
 
 
@@ -52,15 +52,14 @@ def choose(n_images: int, size: int, channels: int, device: str, world: int = 1)
         if not gpu:
             # the preset made 8-18 steps/s on the 2-core CPUs measured (5,000-10,500 steps in
             # 10 minutes): a quick FID every 1,000 steps (15 s for 250 images) would take
-            # 11-21 % of the clock, every 5,000 steps 2-4 %
+            # 11-21 % of the clock, every 5,000 steps 2-5 %
             overrides.update(eval_every=5000, sample_every=1000)
         latent = ""
         if "z_dim" in overrides and not measured_latent(size, channels):
-            # the preset's small latent was measured on 28 px gray images only (round 10 in
+            # the preset's small latent was measured on 28 px gray images only (rounds 10-11 in
             # docs/BENCHMARKS.md); richer images keep DCGAN's 100, the paper's for 64 px colour
             overrides["z_dim"] = 100
-            latent = " (with DCGAN's 100-dim latent: the preset's smaller one is measured on " \
-                     "gray images of 32 px or less only)"
+            latent = "; DCGAN's 100-dim latent, the preset's 16 being measured at 28 px gray only"
         return Recipe(preset, f"{what}: enough that D cannot memorise them; the `{preset}` "
                       f"preset, DCGAN with EMA, tuned for FID per minute{latent}", overrides)
     # Measured on the Pokémon sprites (64 px, 10 CPU minutes, bench/bench_smalldata.py):

@@ -28,7 +28,7 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     large = choose(60_000, 28, 1, "cpu")
     assert large.name == "fast" and not large.overrides.get("augment")
     assert choose(60_000, 28, 1, "cuda:0").name == "gpu"
-    # on a CPU a quick FID every 5,000 steps (every 1,000 would eat a third of the clock);
+    # on a CPU a quick FID every 5,000 steps (every 1,000 would take 11-21 % of the clock);
     # the gpu preset keeps its own
     assert large.overrides["eval_every"] == 5000
     assert choose(60_000, 28, 1, "cuda:0").overrides["eval_every"] == 2000
