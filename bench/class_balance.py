@@ -71,7 +71,8 @@ def main() -> None:
     clf, _ = cached_classifier(train.key, np.asarray(train.images), np.asarray(train.labels),
                                len(classes), progress=False)
     x_test = np.asarray(test.images)
-    # the test images as the classifier sees them: its own errors cancel in the comparison
+    # the test images as the classifier labels them: its own errors largely cancel in the
+    # comparison, as far as it errs alike on real and generated images
     y_test_pred = predict(clf, x_test)
     acc = float((y_test_pred == np.asarray(test.labels)).mean())
     try:
