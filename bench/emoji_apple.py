@@ -1,7 +1,7 @@
 """A second public small colour set: Apple's emoji at 64 px, from the npm registry.
 
-    python bench/emoji.py                       # -> ~/.cache/ganforge/bench/emoji-apple (PNGs)
-    python bench/emoji.py --out /tmp/emoji
+    python bench/emoji_apple.py                 # -> ~/.cache/ganforge/bench/emoji-apple (PNGs)
+    python bench/emoji_apple.py --out /tmp/emoji
 
 `npm pack emoji-datasource-apple@16.0.0` (about 100 MB, fetched once into the cache
 directory, never committed), then every image of `img/apple/64/` (3,793: each emoji and its
@@ -19,10 +19,11 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from npmdata import build_folder, cache_dir, main  # noqa: E402
+from npmdata import build_folder, cache_dir, describe, main  # noqa: E402
 
 PACKAGE = "emoji-datasource-apple@16.0.0"
 IMAGES = "package/img/apple/64/"
+SELECTION = describe(PACKAGE, IMAGES, ".png")
 
 
 def on_white(img: Image.Image) -> Image.Image:
