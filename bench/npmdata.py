@@ -42,15 +42,21 @@ def describe(package: str, prefix: str, suffix: str) -> str:
     return f"{package} {prefix}*{suffix}"
 
 
+def built_from(folder: Path) -> str | None:
+    """The selection a build of ours made `folder` from (its `.complete` marker's first line),
+    or None where no build finished there."""
+    done = folder / ".complete"
+    return (done.read_text().splitlines() or [""])[0] if done.exists() else None
+
+
 def check_folder(folder: Path, selection: str) -> None:
     """A folder given instead of a build: when a build of ours made it (it has a
     `.complete` marker), it must be a build of `selection`."""
-    done = folder / ".complete"
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no such folder")
-    if done.exists() and done.read_text().splitlines()[:1] != [selection]:
-        raise SystemExit(f"{folder} was built from "
-                         f"{(done.read_text().splitlines() or ['?'])[0]!r}, not {selection!r}")
+    made = built_from(folder)
+    if made is not None and made != selection:
+        raise SystemExit(f"{folder} was built from {made!r}, not {selection!r}")
 
 
 def build_folder(out: Path, package: str, prefix: str, suffix: str,
@@ -61,15 +67,15 @@ def build_folder(out: Path, package: str, prefix: str, suffix: str,
     by an older selection is rebuilt."""
     done = out / ".complete"
     selection = describe(package, prefix, suffix)
-    if done.exists():
-        if done.read_text().splitlines()[:1] == [selection]:
-            return out
-        for stale in out.glob("*.png"):  # our own earlier build: its marker says so
+    made = built_from(out)
+    if made == selection:
+        return out
+    if made is not None:  # our own earlier build of another selection: its marker says so
+        for stale in out.glob("*.png"):
             stale.unlink()
         done.unlink()
     tgz = npm_tarball(package, cache_dir())
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
     written: set[str] = set()
     with tarfile.open(tgz) as tar:
         for m in tar.getmembers():
@@ -85,8 +91,7 @@ def build_folder(out: Path, package: str, prefix: str, suffix: str,
             assert f is not None
             with Image.open(io.BytesIO(f.read())) as img:
                 convert(img).save(dest)
-            n += 1
-    done.write_text(f"{selection}\n{n} {what}\n")
+    done.write_text(f"{selection}\n{len(written)} {what}\n")
     return out
 
 
