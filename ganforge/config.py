@@ -187,6 +187,10 @@ class TrainConfig:
     recon_weight: float = _f(1.0, "small-data: weight of D's reconstruction loss (L1 between "
                              "its decoders' output and the real images it saw; 0 = off)",
                              min=0.0)
+    d_input_norm: bool = _f(False, "small-data: D normalises the features of its first block "
+                            "too (runs before 2026-12-02 did; with BatchNorm there D cannot see "
+                            "a change of brightness or contrast shared by a whole batch, and G "
+                            "drifts to washed-out grey images)")
 
     def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):
@@ -364,8 +368,18 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+# Keys added after runs were saved without them, whose absence means the behaviour of the
+# release that saved the run (not today's default): {key: (variant, value then)}.
+LEGACY: dict[str, tuple[str, Any]] = {
+    "cond_norm": ("cgan", False),  # z and label were only joined
+    "d_input_norm": ("small-data", True),  # D's first block had BatchNorm
+}
+
+
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved in a run or checkpoint (unknown keys are an error)."""
+    """Rebuild a config saved in a run or checkpoint (unknown keys are an error); a key it
+    lacks that was added since (LEGACY) takes the value the release that saved it used."""
+    d = {**{k: v for k, (variant, v) in LEGACY.items() if d.get("variant") == variant}, **d}
     return TrainConfig(**{k: coerce(k, v) for k, v in d.items()}).validate()
 
 

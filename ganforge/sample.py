@@ -171,8 +171,6 @@ def load_generator(path: str | Path, device: str = "cpu", prefer: str = "best",
     state = ckpt.meta["state"]
     size, channels = int(state["size"]), int(state["channels"])
     variant = get_variant(cfg.variant)
-    if cfg.variant == "cgan" and "cond_norm" not in ckpt.config:
-        cfg.cond_norm = False  # written before conditional BatchNorm: z and label joined only
     classes = [str(c) for c in state.get("classes") or []]
     if variant.kind == "conditional" and not classes:
         raise GanforgeError(f"{ckpt.path}: a conditional model without class names")

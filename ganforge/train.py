@@ -732,7 +732,8 @@ def _prepare_run(run_dir: Path, cfg: TrainConfig | None, resume: bool,
                                 "(no checkpoints/latest.safetensors)")
         ckpt = checkpoint.load_checkpoint(latest)
         saved = ckpt.config
-        # a key missing from an older checkpoint's config had its default value then
+        # a key missing from an older checkpoint's config had its default value then, or
+        # the value config.LEGACY names
         was = config_from_dict(saved)
         changed = sorted(k for k, v in overrides.items()
                          if k not in RESUMABLE_KEYS and getattr(was, k, None) != v)

@@ -193,3 +193,71 @@ def test_d_loss_carries_the_reconstruction_term():
     assert torch.allclose(loss[2.0] - loss[0.0], 2.0 * stats["loss_recon"], atol=1e-5)
     assert (cfg.loss, cfg.optimizer, cfg.lr_d, cfg.lr_g, cfg.beta1, cfg.beta2) == \
         ("hinge", "adam", 2e-4, 2e-4, 0.5, 0.999)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_d_sees_a_change_of_contrast_that_a_whole_batch_shares(size):
+    """D judges real and fake images in separate batches. With BatchNorm after its first
+    (linear) conv, each batch's own mean and scale are taken out there, so a batch at a third
+    of the contrast, shifted grey, looks to D almost like the batch itself (the washed-out
+    grey samples of the Pokémon runs): the first block must not normalise."""
+    torch.manual_seed(0)
+    x = shapes(16, size)
+    dull = 0.3 * x - 0.2
+    moved = {}
+    for input_norm in (False, True):
+        torch.manual_seed(1)
+        D = SmallDataDiscriminator(size, 3, width=16, input_norm=input_norm).train()
+        with torch.no_grad():
+            a, b = D(x), D(dull)
+        moved[input_norm] = float((a - b).abs().mean() / a.std())
+    assert moved[False] > 0.3, moved
+    assert moved[True] < 0.5 * moved[False], moved  # the blind spot the default removes
+
+
+def test_d_input_norm_is_off_by_default_and_on_for_runs_saved_before_it():
+    from ganforge.config import config_from_dict
+
+    new = build_config([{"variant": "small-data"}])
+    assert not new.d_input_norm
+    first = get_variant("small-data").build(new, 64, 3)["D"].downs["32"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in first)
+    saved = new.to_dict()
+    del saved["d_input_norm"]
+    old = config_from_dict(saved)  # a small-data run saved before the key existed
+    assert old.d_input_norm
+    assert any(isinstance(m, nn.BatchNorm2d)
+               for m in get_variant("small-data").build(old, 64, 3)["D"].downs["32"])
+    assert not config_from_dict({**saved, "d_input_norm": False}).d_input_norm
+    other = build_config([{"variant": "dcgan"}]).to_dict()
+    del other["d_input_norm"]
+    assert not config_from_dict(other).d_input_norm  # the key is the small-data D's only
+
+
+def test_a_small_data_run_saved_before_d_input_norm_resumes_and_samples(color_folder, tmp_path):
+    """A run whose checkpoint has BatchNorm in D's first block, saved by a release without the
+    `d_input_norm` key, resumes and samples with the layout it was saved with."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from ganforge import checkpoint, data
+    from ganforge.sample import load_generator
+    from ganforge.train import train
+
+    ds = data.prepare(str(color_folder), tmp_path / "data", size=32, progress=False)
+    run = tmp_path / "run"
+    train(build_config([{"variant": "small-data", "data": str(ds.path), "g_width": 4,
+                         "d_width": 8, "z_dim": 8, "batch_size": 8, "steps": 2,
+                         "sample_every": 2, "eval_n": 0, "tensorboard": False,
+                         "d_input_norm": True}]), run, progress=False)
+    path = run / "checkpoints" / "latest.safetensors"
+    ck = checkpoint.load_checkpoint(path)
+    assert "D.downs.16.1.running_mean" in ck.tensors  # BatchNorm in the first block
+    meta = checkpoint._read_header(path, path.read_bytes())
+    del meta["config"]["d_input_norm"]  # as the older release wrote it
+    meta["header_sha256"] = checkpoint._header_digest(meta)
+    path.write_bytes(st_save(ck.tensors, metadata={"ganforge": json.dumps(meta)}))
+    train(None, run, resume=True, overrides={"steps": 4}, progress=False)
+    gen = load_generator(run, prefer="latest")
+    assert gen.step == 4 and gen.config.d_input_norm

@@ -164,10 +164,17 @@ class SmallDataDiscriminator(nn.Module):
     in 0..3: top-left, top-right, bottom-left, bottom-right) from the same quadrant of the
     16x16 features. Targets are computed from the `x` given (2x2-block averages), so a wrapper
     that augments x before D gets reconstructions of the augmented images.
+
+    The first block, which reads the image, has no `norm` (as in DCGAN's and the paper's D)
+    unless `input_norm`: D sees real and fake images in separate batches, and BatchNorm right
+    after the first (linear) conv takes out each batch's own mean and scale, so D could not
+    tell a batch of real images from the same batch at a third of the contrast, shifted grey
+    (on random images: logits moved by 0.05 where they spread by 0.7). G then drifts to washed-out
+    grey images that D cannot see, as the Pokémon runs did while augmentation was off.
     """
 
     def __init__(self, size: int, channels: int, width: int = 32, max_width: int = 512,
-                 norm: str = "batch", spectral: bool = True):
+                 norm: str = "batch", spectral: bool = True, input_norm: bool = False):
         super().__init__()
         self.size, self.native = size, native_size(size)
         ch = self.widths = channel_table(self.native, width, max_width)
@@ -175,8 +182,8 @@ class SmallDataDiscriminator(nn.Module):
         # no full-resolution stem (the paper has a stride-1 conv at 256 px and above): on a
         # CPU at 64 px it costs as much as the rest of D; the first block reads the image
         self.downs = nn.ModuleDict({
-            str(r): down_block(channels if 2 * r == self.native else ch[2 * r], ch[r], r, norm,
-                               spectral)
+            str(r): down_block(channels if 2 * r == self.native else ch[2 * r], ch[r], r,
+                               norm if input_norm or 2 * r != self.native else "none", spectral)
             for r in sorted(ch, reverse=True) if 8 <= r < self.native})
         self.head = nn.Sequential(maybe_sn(nn.Conv2d(ch[8], ch[8], 1), spectral),
                                   norm2d(norm, ch[8], 8), nn.LeakyReLU(0.2),

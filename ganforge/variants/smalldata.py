@@ -34,7 +34,8 @@ class SmallData(Variant):
               n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": SmallDataGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width),
                 "D": SmallDataDiscriminator(size, channels, cfg.d_width, cfg.max_width,
-                                            cfg.d_norm, spectral=True)}
+                                            cfg.d_norm, spectral=True,
+                                            input_norm=cfg.d_input_norm)}
 
     def d_loss(self, nets: dict[str, nn.Module], cfg: TrainConfig, real: torch.Tensor,
                fake: torch.Tensor) -> tuple[torch.Tensor, Stats]:
