@@ -188,9 +188,10 @@ class TrainConfig:
                              "its decoders' output and the real images it saw; 0 = off)",
                              min=0.0)
     d_input_norm: bool = _f(False, "small-data: D normalises the features of its first block "
-                            "too (runs before 2026-12-02 did; with BatchNorm there D cannot see "
-                            "a change of brightness or contrast shared by a whole batch, and G "
-                            "drifts to washed-out grey images)")
+                            "too, as runs saved without this key did (with BatchNorm there D "
+                            "barely sees a change of brightness or contrast that a whole batch "
+                            "shares, and G drifts to washed-out grey images; no effect with "
+                            "d_norm none or spectral)")
 
     def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):

@@ -290,7 +290,8 @@ def test_evaluate_detects_a_conditional_model_and_caches_its_classifier(fmnist_d
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 2
 
 
-def test_a_cgan_checkpoint_from_before_conditional_batchnorm_still_samples(fmnist_dir, tmp_path):
+def test_a_cgan_checkpoint_from_before_conditional_batchnorm_samples_and_resumes(fmnist_dir,
+                                                                                  tmp_path):
     from safetensors.torch import save as st_save
 
     run = tmp_path / "run"
@@ -307,3 +308,6 @@ def test_a_cgan_checkpoint_from_before_conditional_batchnorm_still_samples(fmnis
     gen = load_generator(path)
     assert not gen.config.cond_norm
     np.testing.assert_array_equal(write_samples(gen, 3, None, class_="Bag"), before)
+    # and it resumes with the layout it was saved with (config.LEGACY)
+    train(None, run, resume=True, overrides={"steps": 4}, progress=False)
+    assert checkpoint.load_checkpoint(path).config["cond_norm"] is False
