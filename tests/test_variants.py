@@ -170,6 +170,83 @@ def test_extra_convolutions_reach_cgan_and_are_refused_where_unread():
             get_variant("cgan").check(build_config([{"variant": "cgan", key: value}]))
 
 
+def test_d_convs_at_the_first_resolution_have_no_norm_unless_asked():
+    """The 3x3 convs of D's first block (the one that reads the image) are not normalised by
+    default (the `fast` preset's FID: docs/BENCHMARKS.md, round 12); d_first_norm gives them
+    d_norm as before. Either way the layers after keep their state-dict keys."""
+    def first_block(D: nn.Module) -> list[nn.Module]:
+        return list(D.features)[2:5]  # stride-2 conv, LeakyReLU, then the 3x3 conv's three
+
+    new = build_config([{"variant": "dcgan", "d_width": 4, "d_convs": 1}])
+    old = build_config([{**new.to_dict(), "d_first_norm": True}])
+    assert not new.d_first_norm
+    D_new, D_old = (get_variant("dcgan").build(c, 28, 1)["D"] for c in (new, old))
+    conv, norm, _ = first_block(D_new)
+    assert conv.kernel_size == (3, 3) and conv.bias is not None and isinstance(norm, nn.Identity)
+    conv, norm, _ = first_block(D_old)
+    assert conv.kernel_size == (3, 3) and conv.bias is None and isinstance(norm, nn.BatchNorm2d)
+    for D in (D_new, D_old):  # the second resolution's 3x3 conv keeps its BatchNorm
+        assert isinstance(list(D.features)[9], nn.BatchNorm2d)
+    keys_new, keys_old = list(D_new.state_dict()), list(D_old.state_dict())
+    assert "features.2.bias" in keys_new and not any(k.startswith("features.3.")
+                                                    for k in keys_new)
+    assert "features.3.running_var" in keys_old and "features.2.bias" not in keys_old
+    assert keys_new[keys_new.index("features.5.weight"):] == \
+        keys_old[keys_old.index("features.5.weight"):]
+    assert D_new(torch.randn(3, 1, 28, 28)).shape == (3,)
+    # the preset the recipe gives Fashion-MNIST-sized data is the one that changes
+    from ganforge.config import PRESETS
+
+    fast = build_config([PRESETS["fast"]])
+    assert fast.d_convs == 1 and not fast.d_first_norm
+
+
+def test_d_first_norm_is_on_for_runs_saved_before_it():
+    from ganforge.config import config_from_dict
+
+    for variant in ("dcgan", "wgan", "wgan-gp", "sngan"):
+        saved = build_config([{"variant": variant, "d_convs": 1}]).to_dict()
+        del saved["d_first_norm"]  # as a release before the key wrote it
+        assert config_from_dict(saved).d_first_norm, variant
+        assert not config_from_dict({**saved, "d_first_norm": False}).d_first_norm
+    # cgan's projection D does not read the key: an old cgan run gets no value it would refuse
+    saved = build_config([{"variant": "cgan", "d_convs": 1}]).to_dict()
+    del saved["d_first_norm"]
+    get_variant("cgan").check(config_from_dict(saved))
+    with pytest.raises(GanforgeError, match="d_first_norm.*cgan does not read it"):
+        get_variant("cgan").check(build_config([{"variant": "cgan", "d_first_norm": True}]))
+
+
+def test_a_fast_run_saved_before_d_first_norm_resumes_and_samples(fmnist_dir, tmp_path):
+    """A `fast` run whose checkpoint has BatchNorm after D's first 3x3 conv, saved by a
+    release without the `d_first_norm` key, resumes and samples with that layout."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from ganforge import checkpoint
+    from ganforge.config import PRESETS
+    from ganforge.sample import load_generator
+    from ganforge.train import train
+
+    run = tmp_path / "run"
+    train(build_config([PRESETS["fast"], {"data": str(fmnist_dir), "g_width": 8, "d_width": 4,
+                                          "batch_size": 8, "steps": 2, "sample_every": 2,
+                                          "eval_n": 0, "tensorboard": False, "amp": "off",
+                                          "d_first_norm": True}]), run, progress=False)
+    path = run / "checkpoints" / "latest.safetensors"
+    ck = checkpoint.load_checkpoint(path)
+    assert "D.features.3.running_mean" in ck.tensors  # BatchNorm after the first 3x3 conv
+    meta = checkpoint._read_header(path, path.read_bytes())
+    del meta["config"]["d_first_norm"]  # as the older release wrote it
+    meta["header_sha256"] = checkpoint._header_digest(meta)
+    path.write_bytes(st_save(ck.tensors, metadata={"ganforge": json.dumps(meta)}))
+    train(None, run, resume=True, overrides={"steps": 4}, progress=False)
+    assert checkpoint.load_checkpoint(path).config["d_first_norm"] is True  # saved from now on
+    gen = load_generator(run, prefer="latest")
+    assert gen.step == 4 and gen.config.d_first_norm
+
+
 def test_minibatch_std_channel():
     """The appended channel is, for every image, the mean over features and positions of the
     per-feature population std within its group (images i, i + N/g, ...), computed here with

@@ -84,13 +84,15 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, each
-    followed by `convs` 3x3 convs with `norm` (the first block's too), then one linear logit;
-    `mbstd` > 0 appends the minibatch standard deviation over groups of that many images as
-    an extra feature channel before it. norm='spectral' puts spectral normalisation on every
-    layer."""
+    followed by `convs` 3x3 convs with `norm`, then one linear logit. The first block's 3x3
+    convs are normalised only with `first_norm` (every such D until 2026-12-02; without it the
+    `fast` preset trains to a better FID, docs/BENCHMARKS.md). `mbstd` > 0 appends the
+    minibatch standard deviation over groups of that many images as an extra feature channel
+    before the logit. norm='spectral' puts spectral normalisation on every layer."""
 
     def __init__(self, size: int, channels: int, width: int = 64, max_width: int = 512,
-                 norm: str = "batch", convs: int = 0, mbstd: int = 0):
+                 norm: str = "batch", convs: int = 0, mbstd: int = 0,
+                 first_norm: bool = True):
         super().__init__()
         sn = norm == "spectral"
         layers: list[nn.Module] = []
@@ -103,9 +105,14 @@ class DCGANDiscriminator(nn.Module):
             if not first:
                 layers.append(norm2d(norm, c_out, s))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+            normed = first_norm or not first
             for _ in range(convs):
-                layers += [maybe_sn(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm != "batch"), sn),
-                           norm2d(norm, c_out, s), nn.LeakyReLU(0.2, inplace=True)]
+                # a bias where no norm follows; the norm's place is kept (Identity), so the
+                # keys of the layers after it stay those of the other layout
+                layers += [maybe_sn(nn.Conv2d(c_out, c_out, 3, 1, 1,
+                                              bias=not normed or norm != "batch"), sn),
+                           norm2d(norm, c_out, s) if normed else nn.Identity(),
+                           nn.LeakyReLU(0.2, inplace=True)]
             c_in, c_out, first = c_out, min(c_out * 2, max_width), False
         self.features = nn.Sequential(*layers)
         # outside `features`: its keys, and with them old checkpoints, stay as they were

@@ -81,8 +81,9 @@ class Variant:
     kind: str = "unconditional"
     two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
-    # the DCGAN-family network options (`g_convs`, `g_upsample`, `d_convs`, `d_mbstd`) this
-    # variant's networks read; a variant refuses the others, when set, rather than ignore them
+    # the DCGAN-family network options (`g_convs`, `g_upsample`, `d_convs`, `d_mbstd`,
+    # `d_first_norm`) this variant's networks read; a variant refuses the others, when set,
+    # rather than ignore them
     net_keys: tuple[str, ...] = ()
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
@@ -120,7 +121,7 @@ class Variant:
         if cfg.mirror and self.kind == "translation":
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
-        for key in ("g_convs", "g_upsample", "d_convs", "d_mbstd"):
+        for key in ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm"):
             default = FIELDS[key].default
             if getattr(cfg, key) != default and key not in self.net_keys:
                 raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "

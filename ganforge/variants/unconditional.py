@@ -22,14 +22,15 @@ class MLPGAN(Variant):
 
 
 class _ConvVariant(Variant):
-    net_keys = ("g_convs", "g_upsample", "d_convs", "d_mbstd")
+    net_keys = ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm")
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width,
                                     cfg.g_convs, cfg.g_upsample),
                 "D": DCGANDiscriminator(size, channels, cfg.d_width, cfg.max_width,
-                                        cfg.d_norm, cfg.d_convs, cfg.d_mbstd)}
+                                        cfg.d_norm, cfg.d_convs, cfg.d_mbstd,
+                                        cfg.d_first_norm)}
 
 
 class DCGAN(_ConvVariant):
