@@ -69,6 +69,22 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+def save_without_config_key(path: Path, key: str) -> None:
+    """Rewrite a checkpoint as a release before `key` existed wrote it: its config lacks the
+    key (and the header's digest matches again)."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from ganforge import checkpoint
+
+    ck = checkpoint.load_checkpoint(path)
+    meta = checkpoint._read_header(path, path.read_bytes())
+    del meta["config"][key]
+    meta["header_sha256"] = checkpoint._header_digest(meta)
+    path.write_bytes(st_save(ck.tensors, metadata={"ganforge": json.dumps(meta)}))
+
+
 class PixelFeatures:
     """Stands in for the Inception network in the run's quick evaluations: 64 pixel values as
     the features, so the trainer writes its eval records in milliseconds (a 2048-d FID takes
