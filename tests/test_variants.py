@@ -176,7 +176,8 @@ def test_d_convs_at_the_first_resolution_have_no_norm_unless_asked():
     default (the `fast` preset's FID: docs/BENCHMARKS.md, round 12); d_first_norm gives them
     d_norm as before. Either way the layers after keep their state-dict keys."""
     def first_block(D: nn.Module) -> list[nn.Module]:
-        return list(D.features)[2:5]  # stride-2 conv, LeakyReLU, then the 3x3 conv's three
+        return list(D.features)[2:5]  # after the stride-2 conv and its LeakyReLU: 3x3 conv,
+        # its norm's place, LeakyReLU
 
     new = build_config([{"variant": "dcgan", "d_width": 4, "d_convs": 1}])
     old = build_config([{**new.to_dict(), "d_first_norm": True}])

@@ -4,9 +4,10 @@ The generator starts from a base grid b x b (b in 3..7) and doubles it with stri
 transposed convolutions: 28 = 7*4, 32 = 4*8, 64 = 4*16, 80 = 5*16, 128 = 4*32, 256 = 4*64.
 Sizes that are not b*2^k are generated at the next such size and resized down.
 
-`convs` adds that many 3x3 stride-1 convolutions (with the network's norm and activation) at
-every hidden resolution of either network: 0 is the DCGAN paper's; 1 in D is the layout of
-SNGAN's "standard CNN" critic (a 3x3 conv beside each stride-2 one).
+`convs` adds that many 3x3 stride-1 convolutions (with the network's norm, except at D's first
+resolution without `first_norm`, and activation) at every hidden resolution of either
+network: 0 is the DCGAN paper's; 1 in D is the layout of SNGAN's "standard CNN" critic (a 3x3
+conv beside each stride-2 one).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class DCGANDiscriminator(nn.Module):
     """Stride-2 conv blocks (LeakyReLU 0.2; `norm` on all but the first) down to <= 7 px, each
     followed by `convs` 3x3 convs with `norm`, then one linear logit. The first block's 3x3
     convs are normalised only with `first_norm` (every such D until 2026-12-02; without it the
-    `fast` preset trains to a better FID, docs/BENCHMARKS.md). `mbstd` > 0 appends the
+    `fast` preset scored lower FIDs, docs/BENCHMARKS.md round 12). `mbstd` > 0 appends the
     minibatch standard deviation over groups of that many images as an extra feature channel
     before the logit. norm='spectral' puts spectral normalisation on every layer."""
 
