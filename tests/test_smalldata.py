@@ -242,6 +242,8 @@ def test_legacy_names_real_keys_and_variants():
     for key, (variants, value) in LEGACY.items():
         assert key in FIELDS and variants and set(variants) <= set(REGISTRY), key
         assert value != FIELDS[key].default, key  # else the entry would change nothing
+        for variant in variants:  # and the variant takes the value an old run gets
+            get_variant(variant).check(build_config([{"variant": variant, key: value}]))
 
 
 def test_a_small_data_run_saved_before_d_input_norm_resumes_and_samples(color_folder, tmp_path):
