@@ -377,7 +377,7 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
 
 
 # Keys added after runs were saved without them, whose absence means the behaviour of the
-# release that saved the run (not today's default): {key: (variant, value then)}.
+# release that saved the run (not today's default): {key: (variants, value then)}.
 LEGACY: dict[str, tuple[tuple[str, ...], Any]] = {
     "cond_norm": (("cgan",), False),  # z and label were only joined
     "d_input_norm": (("small-data",), True),  # D's first block had BatchNorm

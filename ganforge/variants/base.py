@@ -65,6 +65,10 @@ def lazy_r1(cfg: TrainConfig, d_step: int) -> TrainConfig:
     return dataclasses.replace(cfg, r1_gamma=cfg.r1_gamma * cfg.r1_every if due else 0.0)
 
 
+# the options of the DCGAN-family networks (ganforge.nets.dcgan), which only some variants read
+DCGAN_NET_KEYS = ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm")
+
+
 class Variant:
     """An unconditional GAN: z -> G -> image, D scores images.
 
@@ -81,9 +85,8 @@ class Variant:
     kind: str = "unconditional"
     two_domains: bool = False  # trains on two image sets (--data and --data-b)
     defaults: dict[str, Any] = {}
-    # the DCGAN-family network options (`g_convs`, `g_upsample`, `d_convs`, `d_mbstd`,
-    # `d_first_norm`) this variant's networks read; a variant refuses the others, when set,
-    # rather than ignore them
+    # the DCGAN-family network options (DCGAN_NET_KEYS) this variant's networks read; a
+    # variant refuses the others, when set, rather than ignore them
     net_keys: tuple[str, ...] = ()
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
@@ -121,7 +124,7 @@ class Variant:
         if cfg.mirror and self.kind == "translation":
             raise GanforgeError(f"mirror is for variants that generate images from noise, not "
                                 f"{self.name}")
-        for key in ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm"):
+        for key in DCGAN_NET_KEYS:
             default = FIELDS[key].default
             if getattr(cfg, key) != default and key not in self.net_keys:
                 raise GanforgeError(f"{key} is an option of the DCGAN-family networks; "

@@ -6,7 +6,7 @@ from torch import nn
 
 from ganforge.config import TrainConfig
 from ganforge.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
-from ganforge.variants.base import Variant
+from ganforge.variants.base import DCGAN_NET_KEYS, Variant
 
 
 class MLPGAN(Variant):
@@ -22,7 +22,7 @@ class MLPGAN(Variant):
 
 
 class _ConvVariant(Variant):
-    net_keys = ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm")
+    net_keys = DCGAN_NET_KEYS
 
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
