@@ -54,7 +54,8 @@ class TrainConfig:
                             "resolution get d_norm too, as runs saved without this key did "
                             "(without it the fast preset scored lower FIDs in 3 of 3 "
                             "10-minute runs; no effect with d_convs 0 or d_norm none or "
-                            "spectral)")
+                            "spectral). dcgan, wgan, wgan-gp and sngan read it; cgan's "
+                            "projection D always normalises them, whatever its config says")
     g_upsample: str = _f("transposed", "DCGAN-family G: how each layer doubles the resolution: "
                          "`transposed` (4x4 stride-2 transposed conv, the DCGAN paper's) or "
                          "`nearest` (nearest-neighbour upsampling, then a 3x3 conv)",
