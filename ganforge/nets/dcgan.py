@@ -7,16 +7,20 @@ Sizes that are not b*2^k are generated at the next such size and resized down.
 `convs` adds that many 3x3 stride-1 convolutions (with the network's norm, except at D's first
 resolution without `first_norm`, and activation) at every hidden resolution of either
 network: 0 is the DCGAN paper's; 1 in D is the layout of SNGAN's "standard CNN" critic (a 3x3
-conv beside each stride-2 one).
+conv beside each stride-2 one). `selfmod` makes G's BatchNorms self-modulated (each sample's
+scale and shift computed from its z: ganforge.nets.selfmod).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ganforge.nets.layers import MinibatchStd, init_dcgan_weights, maybe_sn, norm2d
+from ganforge.nets.selfmod import SelfModulatedBatchNorm2d, modulated
 
 
 def plan_generator(size: int) -> tuple[int, int]:
@@ -32,12 +36,11 @@ def plan_generator(size: int) -> tuple[int, int]:
     return best
 
 
-def _refine(width: int, convs: int) -> list[nn.Module]:
-    """`convs` x (3x3 conv, BatchNorm, ReLU) at one resolution of G."""
+def _refine(width: int, convs: int, norm: Callable[[int], nn.Module]) -> list[nn.Module]:
+    """`convs` x (3x3 conv, norm, ReLU) at one resolution of G."""
     layers: list[nn.Module] = []
     for _ in range(convs):
-        layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                   nn.ReLU(True)]
+        layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), norm(width), nn.ReLU(True)]
     return layers
 
 
@@ -53,9 +56,14 @@ def _upsample(w_in: int, w_out: int, how: str, bias: bool) -> list[nn.Module]:
 
 class DCGANGenerator(nn.Module):
     def __init__(self, z_dim: int, size: int, channels: int, width: int = 64,
-                 max_width: int = 512, convs: int = 0, upsample: str = "transposed"):
+                 max_width: int = 512, convs: int = 0, upsample: str = "transposed",
+                 selfmod: bool = False):
         super().__init__()
         self.size = size
+
+        def norm(c: int) -> nn.Module:
+            return SelfModulatedBatchNorm2d(c, z_dim) if selfmod else nn.BatchNorm2d(c)
+
         base, ups = plan_generator(size)
         widths = [min(width * 2 ** (ups - 1 - i), max_width) for i in range(ups)]
         self.base = base
@@ -63,20 +71,20 @@ class DCGANGenerator(nn.Module):
         self.project = nn.Sequential(
             nn.Linear(z_dim, widths[0] * base * base, bias=False),
             nn.Unflatten(1, (widths[0], base, base)),
-            nn.BatchNorm2d(widths[0]),
+            norm(widths[0]),
             nn.ReLU(True),
-            *_refine(widths[0], convs),
+            *_refine(widths[0], convs, norm),
         )
         blocks: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             blocks += [*_upsample(w_in, w_out, upsample, bias=False),
-                       nn.BatchNorm2d(w_out), nn.ReLU(True), *_refine(w_out, convs)]
+                       norm(w_out), nn.ReLU(True), *_refine(w_out, convs, norm)]
         blocks += [*_upsample(widths[-1], channels, upsample, bias=True), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
         init_dcgan_weights(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.project(z))  # [N, C, base*2^ups, base*2^ups]
+        x = modulated([*self.project, *self.blocks], z, z)  # [N, C, base*2^ups, base*2^ups]
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               antialias=True, align_corners=False)

@@ -66,7 +66,7 @@ def lazy_r1(cfg: TrainConfig, d_step: int) -> TrainConfig:
 
 
 # the options of the DCGAN-family networks (ganforge.nets.dcgan), which only some variants read
-DCGAN_NET_KEYS = ("g_convs", "g_upsample", "d_convs", "d_mbstd", "d_first_norm")
+DCGAN_NET_KEYS = ("g_convs", "g_upsample", "g_selfmod", "d_convs", "d_mbstd", "d_first_norm")
 
 
 class Variant:

@@ -27,7 +27,7 @@ class _ConvVariant(Variant):
     def build(self, cfg: TrainConfig, size: int, channels: int,
               n_classes: int = 0) -> dict[str, nn.Module]:
         return {"G": DCGANGenerator(cfg.z_dim, size, channels, cfg.g_width, cfg.max_width,
-                                    cfg.g_convs, cfg.g_upsample),
+                                    cfg.g_convs, cfg.g_upsample, cfg.g_selfmod),
                 "D": DCGANDiscriminator(size, channels, cfg.d_width, cfg.max_width,
                                         cfg.d_norm, cfg.d_convs, cfg.d_mbstd,
                                         cfg.d_first_norm)}
