@@ -29,8 +29,9 @@ from benchdoc import add_row, machine  # noqa: E402
 
 CONFIGS: dict[str, tuple[dict, str]] = {
     "fast": ({"preset": "fast"}, "ganforge's CPU preset: DCGAN G width 64 / D 32 with a 3x3 "
-             "conv per resolution (d_convs=1), z 16, BCE, Adam 2e-3 (0.5, 0.999), batch 64, "
-             "EMA 0.999, channels-last, bf16 autocast where native"),
+             "conv per resolution (d_convs=1), self-modulated BatchNorms in G, z 16, BCE, "
+             "Adam 2e-3 (0.5, 0.999), batch 64, EMA 0.999, channels-last, bf16 autocast "
+             "where native"),
     "classic-mlp-wgangp": (
         {"variant": "mlp", "loss": "wasserstein", "gp_weight": 10.0, "n_critic": 5,
          "real_label": 1.0, "dropout": 0.0, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,

@@ -1,6 +1,6 @@
 """Speed of ganforge's training step against a plain float32 PyTorch loop of the same model.
 
-    python bench/bench_step.py                         # fast preset (DCGAN 64/32, d_convs 1)
+    python bench/bench_step.py                         # fast preset (DCGAN 64/32, selfmod)
     python bench/bench_step.py --set batch_size=256    # same, larger batch
     python bench/bench_step.py --preset dcgan --seconds 30 --rounds 3
 

@@ -208,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def preset_for_variant(preset: dict[str, Any], name: str, variant_name: str,
+                        say: bool) -> dict[str, Any]:
+    """A preset given with another --variant: the DCGAN-family network options it sets that
+    the variant's networks do not read are left out, with a note, rather than refused."""
+    from ganforge.variants import get_variant
+    from ganforge.variants.base import DCGAN_NET_KEYS
+
+    variant = get_variant(variant_name)
+    dropped = [k for k in DCGAN_NET_KEYS if k in preset and k not in variant.net_keys]
+    if dropped and say:
+        print(f"note: {variant.name} does not read the `{name}` preset's "
+              f"{', '.join(dropped)}; training without", flush=True)
+    return {k: v for k, v in preset.items() if k not in dropped}
+
+
 def _train(args: argparse.Namespace) -> None:
     from ganforge import config as C
     from ganforge.train import train
@@ -229,8 +244,10 @@ def _train(args: argparse.Namespace) -> None:
     explicit.update(C.parse_overrides(args.set))
     if "minutes" in explicit and "steps" not in explicit:
         explicit["steps"] = C.UNTIL_CLOCK  # --minutes alone: the clock decides
-    layers.append(explicit)
     main_rank = os.environ.get("RANK", "0") == "0"
+    if args.preset and "variant" in explicit:
+        layers[0] = preset_for_variant(layers[0], args.preset, explicit["variant"], main_rank)
+    layers.append(explicit)
     if args.resume:
         cfg = None  # rebuilt from the run's checkpoint
     else:

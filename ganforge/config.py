@@ -349,8 +349,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # for larger or colour images sets DCGAN's 100 back (ganforge.recipes.measured_latent).
     # D's 3x3 conv at its first resolution has no norm (`d_first_norm`'s default; round 12, on
     # a CPU with AVX-512: 12.63 and 13.83 against 14.89 and 14.42 with BatchNorm there).
-    # G's BatchNorms are self-modulated by z (`g_selfmod`, round 15: 11.99 and 11.26 with seeds
-    # 0 and 1 against 12.63 and 13.83, at about the same steps).
+    # G's BatchNorms are self-modulated by z (`g_selfmod`, round 15: 11.99, 11.26 and 11.63
+    # with seeds 0-2 against 12.63, 13.83 and 12.91, at about the same steps).
     "fast": dict(variant="dcgan", z_dim=16, g_width=64, d_width=32, d_convs=1, g_selfmod=True,
                  batch_size=64, lr_g=2e-3, lr_d=2e-3, ema=0.999, amp="auto", channels_last=True,
                  steps=1_000_000, log_every=25, sample_every=250),

@@ -54,6 +54,7 @@ def choose(n_images: int, size: int, channels: int, device: str, world: int = 1)
             # 10 minutes): a quick FID every 1,000 steps (15 s for 250 images) would take
             # 11-21 % of the clock, every 5,000 steps 2-5 %
             overrides.update(eval_every=5000, sample_every=1000)
+        modulated = " and a self-modulated G" if overrides.get("g_selfmod") else ""
         latent = ""
         if "z_dim" in overrides and not measured_latent(size, channels):
             # the preset's small latent was measured on 28 px gray images only (rounds 10-11 in
@@ -61,7 +62,8 @@ def choose(n_images: int, size: int, channels: int, device: str, world: int = 1)
             overrides["z_dim"] = 100
             latent = "; DCGAN's 100-dim latent, the preset's 16 being measured at 28 px gray only"
         return Recipe(preset, f"{what}: enough that D cannot memorise them; the `{preset}` "
-                      f"preset, DCGAN with EMA, tuned for FID per minute{latent}", overrides)
+                      f"preset, DCGAN with EMA{modulated}, tuned for FID per minute{latent}",
+                      overrides)
     # Measured on the Pokémon sprites (64 px, 10 CPU minutes, bench/bench_smalldata.py):
     # the variant's defaults (batch 64, lr 2e-4, float32) took 190 steps in 10 minutes; batch 16
     # with lr 1e-3 and bf16 trained ten times as many and scored best. On a GPU the run is long

@@ -138,3 +138,20 @@ def test_help_lists_variants_and_examples():
     for name in ("mlp", "dcgan", "wgan", "wgan-gp", "sngan", "examples:", "batch_size"):
         assert name in r.stdout
     assert np.all([c in r.stdout for c in ("--resume", "--set")])
+
+
+def test_a_preset_with_another_variant_leaves_out_what_that_variant_does_not_read(capsys):
+    """`--preset fast --variant cgan`: cgan's networks read the preset's d_convs but not its
+    g_selfmod, which is left out with a note instead of refused; the preset's own variant
+    keeps everything."""
+    from ganforge.cli import preset_for_variant
+    from ganforge.config import PRESETS, build_config
+    from ganforge.variants import get_variant
+
+    layer = preset_for_variant(PRESETS["fast"], "fast", "cgan", say=True)
+    assert "note: cgan does not read the `fast` preset's g_selfmod" in capsys.readouterr().out
+    cfg = build_config([layer, {"variant": "cgan"}])
+    get_variant("cgan").check(cfg)
+    assert cfg.d_convs == 1 and not cfg.g_selfmod and cfg.lr_g == PRESETS["fast"]["lr_g"]
+    assert preset_for_variant(PRESETS["fast"], "fast", "wgan-gp", say=True) == PRESETS["fast"]
+    assert capsys.readouterr().out == ""

@@ -27,7 +27,10 @@ def test_small_colour_sets_and_large_gray_sets_get_their_own_recipes():
     assert choose(775, 64, 3, "cuda:0", world=8).overrides["batch_size"] == 128
     large = choose(60_000, 28, 1, "cpu")
     assert large.name == "fast" and not large.overrides.get("augment")
+    # round 15's self-modulated G, said in the line; the gpu preset does not set it (unmeasured)
+    assert large.overrides["g_selfmod"] and "self-modulated G" in large.line()
     assert choose(60_000, 28, 1, "cuda:0").name == "gpu"
+    assert "self-modulated" not in choose(60_000, 28, 1, "cuda:0").line()
     # on a CPU a quick FID every 5,000 steps (every 1,000 would take 11-21 % of the clock);
     # the gpu preset keeps its own
     assert large.overrides["eval_every"] == 5000

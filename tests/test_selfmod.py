@@ -66,12 +66,50 @@ def test_generator_with_selfmod_is_driven_by_z_at_every_norm():
     assert all(m.mlp[2].weight.grad is not None and m.mlp[2].weight.grad.abs().sum() > 0
                for m in mods)
 
-    plain = get_variant("dcgan").build(build_config([{**cfg.to_dict(), "g_selfmod": False}]),
-                                       28, 3)["G"]
-    assert "project.2.weight" in plain.state_dict() and "blocks.1.running_var" in \
-        plain.state_dict()
-    assert not any("mlp" in k for k in plain.state_dict())
     assert "project.2.mlp.0.weight" in G.state_dict()
+
+    # the plain G's keys, as every DCGAN-family run saved before the option has them
+    plain = get_variant("dcgan").build(build_config([{**cfg.to_dict(), "g_selfmod": False,
+                                                      "g_convs": 0}]), 28, 3)["G"]
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    assert list(plain.state_dict()) == ["project.0.weight", *[f"project.2.{k}" for k in bn],
+                                        "blocks.0.weight", *[f"blocks.1.{k}" for k in bn],
+                                        "blocks.3.weight", "blocks.3.bias"]
+
+
+def test_a_run_saved_before_the_option_builds_the_plain_generator():
+    from ganforge.config import config_from_dict
+
+    saved = build_config([{"variant": "dcgan"}]).to_dict()
+    del saved["g_selfmod"]  # as a release before the key wrote it
+    assert config_from_dict(saved).g_selfmod is False
+
+
+def test_in_eval_mode_a_sample_does_not_depend_on_its_batch():
+    """With running statistics (how sample, evaluate and serve draw) each image depends on its
+    own z only: the explorer draws one image or a few hundred at a time."""
+    cfg = build_config([{"variant": "dcgan", "g_width": 8, "z_dim": 4, "g_selfmod": True}])
+    G = get_variant("dcgan").build(cfg, 28, 1)["G"]
+    G(torch.randn(16, 4))  # running statistics of something
+    G.eval()
+    z = torch.randn(6, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(G(z)[2:3], G(z[2:3]))
+
+
+@pytest.mark.parametrize("selfmod", [False, True])
+def test_the_explorer_finds_directions_in_the_first_block(selfmod):
+    """serve's latent directions read the output of G.project through a forward hook: it
+    must fire with and without self-modulation."""
+    from types import SimpleNamespace
+
+    from ganforge.serve.directions import features
+
+    cfg = build_config([{"variant": "dcgan", "g_width": 8, "z_dim": 4, "g_selfmod": selfmod}])
+    G = get_variant("dcgan").build(cfg, 28, 1)["G"].eval()
+    gen = SimpleNamespace(G=G, device=torch.device("cpu"), kind="unconditional", classes=[])
+    f = features(gen, torch.randn(5, 4), batch_size=2)
+    assert f.shape == (5, 16 * 7 * 7)  # G.project's output: width 8 * 2 channels at 7x7
 
 
 def test_standing_statistics_reach_the_modulated_norms():
@@ -84,6 +122,7 @@ def test_standing_statistics_reach_the_modulated_norms():
     with torch.no_grad():
         standing_statistics(G, lambda: G(torch.randn(16, 4)))
     assert norm.running_mean.abs().max() < 10 and not G.training
+    assert norm.num_batches_tracked == 8  # the eight batches of standing statistics
 
 
 def test_variants_without_the_dcgan_generator_refuse_it():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganforge.nets.layers import MinibatchStd, init_dcgan_weights, maybe_sn, norm2d
-from ganforge.nets.selfmod import SelfModulatedBatchNorm2d, modulated
+from ganforge.nets.selfmod import ModulatedSequential, SelfModulatedBatchNorm2d
 
 
 def plan_generator(size: int) -> tuple[int, int]:
@@ -68,7 +68,7 @@ class DCGANGenerator(nn.Module):
         widths = [min(width * 2 ** (ups - 1 - i), max_width) for i in range(ups)]
         self.base = base
         # z -> base x base grid, as a linear layer (one matmul; same as a 1x1-input ConvT)
-        self.project = nn.Sequential(
+        self.project = ModulatedSequential(
             nn.Linear(z_dim, widths[0] * base * base, bias=False),
             nn.Unflatten(1, (widths[0], base, base)),
             norm(widths[0]),
@@ -80,11 +80,11 @@ class DCGANGenerator(nn.Module):
             blocks += [*_upsample(w_in, w_out, upsample, bias=False),
                        norm(w_out), nn.ReLU(True), *_refine(w_out, convs, norm)]
         blocks += [*_upsample(widths[-1], channels, upsample, bias=True), nn.Tanh()]
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = ModulatedSequential(*blocks)
         init_dcgan_weights(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = modulated([*self.project, *self.blocks], z, z)  # [N, C, base*2^ups, base*2^ups]
+        x = self.blocks(self.project(z, z), z)  # [N, C, base*2^ups, base*2^ups]
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               antialias=True, align_corners=False)
